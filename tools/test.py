@@ -10,20 +10,38 @@ Examples::
         --cfg-options test_dataloader.dataset.data_root=/data/VOC2012 model.autocast_dtype=fp16
     bash tools/dist_test.sh configs/sclip/sclip_vitb16_ade20k.py 8
 
-Prints MMSeg's per-class IoU table and the mIoU; exits non-zero on a bad config path.
+Prints MMSeg's per-class IoU table and the mIoU.  ``--checkpoint`` (and ``load_from`` in any
+config that imports ``gpua_mmseg.models``) is read by :mod:`gpua_mmseg.checkpoint`: safetensors
+or ``torch.load(weights_only=True)``, never a pickle that can run code.
 """
 import argparse
+import errno
 import os
 import os.path as osp
+import re
 import sys
+import tempfile
+import traceback
 
 # Heavy imports (torch, mmseg) wait until the arguments are checked, so a typo fails fast.
 # Order matters then: gpua_mmseg.models first (mmcv-lite placeholder for mmcv._ext, registries),
 # then anything that imports mmseg.
 
 
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+EPILOG = '''exit status:
+  0  evaluation finished, metrics printed
+  1  internal error (a bug: the traceback is printed; please report it)
+  2  bad input: a missing or unreadable config / checkpoint / weights / alignment artifact /
+     dataset file, an invalid option value, an unwritable --work-dir / --out / --show-dir, or a
+     full disk; one line on stderr names the file or value and the fix (--traceback shows
+     where it was raised)'''
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Evaluate a gpua_mmseg config (mIoU).')
+    p = argparse.ArgumentParser(description='Evaluate a gpua_mmseg config (mIoU).', epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='config file, e.g. configs/sclip/sclip_vitb16_voc21.py')
     p.add_argument('--checkpoint', default=None,
                    help='optional checkpoint to load (training-free configs need none)')
@@ -39,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    p.add_argument('--traceback', action='store_true',
+                   help='also print the traceback of bad-input errors (exit status 2)')
     args = p.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -91,25 +111,92 @@ def build_cfg(args):
     return cfg
 
 
+# mmengine's registry re-raises build errors as type(e)(f'class `X` in path.py: {e}').
+_REGISTRY_PREFIX = re.compile(r'class `[^`]+` in [^:]+: ')
+
+
+def _bad_input_types():
+    types = [OSError, ValueError, KeyError, TypeError, SyntaxError]
+    try:
+        from safetensors import SafetensorError
+        types.append(SafetensorError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def describe_error(e: BaseException) -> str:
+    """One message for a bad-input exception: mmengine's class prefixes removed, the file
+    named and a fix for file-system errors."""
+    if isinstance(e, OSError) and e.errno is not None and getattr(e, 'filename', None):
+        what = f'{e.strerror}: {e.filename!r}'
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f'{what} is not writable/readable; choose another folder or fix its permissions'
+        if e.errno == errno.ENOSPC:
+            return f'{what}: the disk is full; free space or choose another --work-dir / --out'
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f'{what} does not exist; check the path (configs, data_root, weights)'
+        return what
+    msg = _REGISTRY_PREFIX.sub('', str(e.args[0]) if isinstance(e, KeyError) and e.args
+                               else str(e)).strip()
+    return msg or type(e).__name__
+
+
+def check_writable_folder(path: str, option: str) -> None:
+    """Raise ValueError unless ``path`` is (or can be created as) a writable folder.  Probes the
+    nearest existing ancestor with a temporary file, so nothing is left on disk."""
+    full = osp.abspath(path)
+    probe = full
+    while not osp.exists(probe):
+        parent = osp.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not osp.isdir(probe):
+        raise ValueError(f'{option} {path!r}: {probe!r} is a file, not a folder; choose a folder')
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ValueError(f'{option} {path!r} is not writable ({e.strerror} in {probe!r}); choose '
+                         'a writable folder') from None
+
+
+def _fail(e: BaseException, args) -> int:
+    if args is not None and args.traceback:
+        traceback.print_exception(type(e), e, e.__traceback__)
+    print(f'error: {describe_error(e)}', file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv=None):
     args = parse_args(argv)
     if not osp.isfile(args.config):
         print(f'error: config file {args.config!r} does not exist (configs live under '
               'configs/<method>/, e.g. configs/sclip/sclip_vitb16_voc21.py)', file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):
         print(f'error: checkpoint {args.checkpoint!r} does not exist', file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    bad_input = _bad_input_types()
     try:
+        for option, path in (('--out', args.out), ('--show-dir', args.show_dir)):
+            if path:
+                check_writable_folder(path, option)
         cfg = build_cfg(args)
-    except ValueError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+        check_writable_folder(cfg.work_dir, '--work-dir' if args.work_dir else 'work_dir')
+        if args.checkpoint is not None:
+            # Fail before the (slow) model build; the Runner reads it again through the same
+            # safe loader (registered by gpua_mmseg.models).
+            from gpua_mmseg.checkpoint import load_checkpoint_file
+            load_checkpoint_file(args.checkpoint)
+        from mmengine.runner import Runner
+        runner = Runner.from_cfg(cfg)
+        metrics = runner.test()
+    except bad_input as e:
+        return _fail(e, args)
     print('metrics: ' + ', '.join(f'{k}={float(v):.2f}' for k, v in metrics.items()))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == '__main__':

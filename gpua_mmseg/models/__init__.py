@@ -6,6 +6,12 @@ from .._mmcv_compat import install_mmcv_ext_placeholder
 
 install_mmcv_ext_placeholder()
 
+from ..checkpoint import register_mmengine_loaders  # noqa: E402
+
+# Configs import this module (custom_imports): from then on MMEngine's load_from / --checkpoint
+# go through gpua_mmseg.checkpoint, which never unpickles code.
+register_mmengine_loaders()
+
 from . import clip  # noqa: E402,F401  (registers the last-block variants)
 from .clip import CLIPEncoder, build_clip_encoder  # noqa: E402
 from .gpua_head import GPUAHead  # noqa: E402
