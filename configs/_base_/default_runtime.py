@@ -22,3 +22,7 @@ default_hooks = dict(
 # module without trainable parameters; this wrapper only puts frozen submodules on the device.
 model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel', broadcast_buffers=False,
                          find_unused_parameters=False)
+# Before every test / val loop: the model's vocabulary must have as many classes as the dataset's
+# METAINFO['classes'] (else an error), with matching names (else a warning); see
+# gpua_mmseg/datasets/class_check.py.  Registered by `import gpua_mmseg.datasets` / `.models`.
+custom_hooks = [dict(type='GPUAClassNamesCheckHook')]

@@ -1,13 +1,13 @@
 """Shipped class-name files: line counts, MMSeg METAINFO order, synonyms, parser errors."""
-import re
-
 import pytest
 
 import gpua_mmseg.models  # noqa: F401  (mmcv-lite placeholder before mmseg.datasets)
 from gpua_mmseg.datasets import (GPUACOCOObjectDataset, GPUAPascalContext59Dataset,
                                  GPUAPascalContext60Dataset, GPUAPascalVOC20Dataset,
                                  NUM_CLASSES, class_names_path, list_class_name_keys,
-                                 load_class_names, parse_class_names)
+                                 load_class_names)
+from gpua_mmseg.datasets.class_check import check_class_names, name_matches
+from gpua_mmseg.vocabulary import Vocabulary
 from mmseg.datasets import (ADE20KDataset, CityscapesDataset, COCOStuffDataset,
                             PascalContextDataset, PascalContextDataset59, PascalVOCDataset)
 
@@ -35,17 +35,6 @@ STUFF_WORDS = ('sky, wall, tree, wood, grass, road, sea, river, mountain, sands,
                'floor, hill, rail, fence').split(', ')
 
 
-def _squash(name):
-    """'sky-other' -> 'sky', 'potted plant' -> 'pottedplant': compare names modulo spelling."""
-    name = re.sub(r'-(other|stuff|merged)$', '', name.strip().lower())
-    return re.sub(r'[^a-z]', '', name)
-
-
-def _words(name):
-    return sorted(w for w in re.split(r'[\s\-]+', name.strip().lower()) if w not in
-                  ('other', 'stuff', ''))
-
-
 def test_all_keys_shipped():
     assert list_class_name_keys() == sorted(KEYS)
 
@@ -64,8 +53,7 @@ def test_order_matches_mmseg_metainfo(key):
         if ref == 'background' and key in ('voc21', 'coco_object'):
             assert syns == STUFF_WORDS, f'{key}[0] must be the stuff-word list'
             continue
-        ok = any(_squash(s) == _squash(ref) or _words(s) == _words(ref) for s in syns)
-        assert ok, f'{key} line {idx + 1}: {syns} does not name MMSeg class {ref!r}'
+        assert name_matches(syns, ref), f'{key} line {idx + 1}: {syns} does not name MMSeg class {ref!r}'
 
 
 @pytest.mark.parametrize('key', KEYS)
@@ -92,13 +80,20 @@ def test_load_by_path_and_errors(tmp_path):
     p.write_text('cat, kitty\ndog\n\n')
     assert load_class_names(p) == [['cat', 'kitty'], ['dog']]
     assert load_class_names(str(p)) == [['cat', 'kitty'], ['dog']]
-    with pytest.raises(ValueError, match='line 2'):
-        parse_class_names('cat\n\ndog\n')
-    with pytest.raises(ValueError, match='empty class name'):
-        parse_class_names('cat, , dog\n')
+    (tmp_path / 'gap.txt').write_text('cat\n\ndog\n')
+    with pytest.raises(ValueError, match='class 1 of file .*gap.txt is empty'):
+        load_class_names(tmp_path / 'gap.txt')
+    with pytest.raises(ValueError, match='empty synonym'):
+        Vocabulary.parse('cat, , dog\n')
     with pytest.raises(ValueError, match='empty'):
-        parse_class_names('\n\n')
+        Vocabulary.parse('\n\n')
     with pytest.raises(ValueError, match='voc21'):
         load_class_names('no_such_key')
     with pytest.raises(ValueError, match='unknown class-name key'):
         class_names_path('../names')
+
+
+@pytest.mark.parametrize('key', KEYS)
+def test_shipped_vocabulary_fits_its_dataset_silently(key, recwarn):
+    assert check_class_names(key, DATASET_OF[key].METAINFO['classes']) == []
+    assert not [w for w in recwarn if 'differently' in str(w.message)]

@@ -4,8 +4,8 @@ import torch
 
 from gpua_mmseg.models import text_classifier as tcm
 from gpua_mmseg.models.templates import OPENAI_IMAGENET_TEMPLATES, resolve_templates
-from gpua_mmseg.models.text_classifier import (TextClassifier, class_scores, load_class_names,
-                                               resolve_class_names)
+from gpua_mmseg.models.text_classifier import TextClassifier, class_scores
+from gpua_mmseg.vocabulary import Vocabulary
 
 TEMPLATES = ['a photo of a {}.', 'art of the {}.']
 
@@ -20,20 +20,21 @@ def test_templates():
         resolve_templates(['no placeholder'])
 
 
-def test_name_sources(tmp_path, monkeypatch):
+def test_name_sources(tmp_path):
     f = tmp_path / 'names.txt'
     f.write_text('sky, wall, tree\naeroplane, airplane\ncat\n\n')
-    assert load_class_names(str(f)) == [['sky', 'wall', 'tree'], ['aeroplane', 'airplane'], ['cat']]
-    assert load_class_names([['a', 'b'], 'c']) == [['a', 'b'], ['c']]
-    monkeypatch.setattr(tcm, '_PKG_NAMES_DIR', str(tmp_path))
-    assert resolve_class_names('names') == str(tmp_path / 'names.txt')
-    with pytest.raises(FileNotFoundError, match=r"'voc99'.*known keys: \['names'\]"):
-        resolve_class_names('voc99')
+    assert Vocabulary.parse(str(f)).classes == [['sky', 'wall', 'tree'], ['aeroplane', 'airplane'],
+                                                ['cat']]
+    assert Vocabulary.parse([['a', 'b'], 'c']).classes == [['a', 'b'], ['c']]
+    with pytest.raises(FileNotFoundError, match=r"'voc99.txt'.*shipped key"):
+        Vocabulary.parse('voc99.txt')
+    with pytest.warns(UserWarning, match="'voc99' is neither a shipped class-name key"):
+        assert len(Vocabulary.parse('voc99')) == 1
     (tmp_path / 'gap.txt').write_text('a\n\nb\n')
-    with pytest.raises(ValueError, match='line 2'):
-        load_class_names(str(tmp_path / 'gap.txt'))
+    with pytest.raises(ValueError, match='class 1 of file .*gap.txt is empty'):
+        Vocabulary.parse(str(tmp_path / 'gap.txt'))
     with pytest.raises(ValueError, match='class 1'):
-        load_class_names(['a', []])
+        Vocabulary.parse(['a', []])
 
 
 def test_embeddings_match_manual_and_are_cached(make_tiny_clip):
