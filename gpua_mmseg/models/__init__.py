@@ -17,6 +17,7 @@ from .clip import CLIPEncoder, build_clip_encoder  # noqa: E402
 from .gpua_head import GPUAHead  # noqa: E402
 from .segmentor import GPUASegmentor  # noqa: E402
 from .vfm import VFMEncoder, build_vfm_encoder  # noqa: E402
+from ..datasets import class_check as _class_check  # noqa: E402,F401  (GPUAClassNamesCheckHook)
 
 __all__ = ['CLIPEncoder', 'build_clip_encoder', 'GPUAHead', 'GPUASegmentor', 'VFMEncoder',
            'build_vfm_encoder']
