@@ -20,7 +20,8 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from .pamr import pamr
-from .postprocess import predict_labels, query_to_class_scores
+from .postprocess import (fits_full_resolution, predict_labels, query_to_class_scores,
+                          tiled_scores_and_labels)
 from .sliding import slide_logits
 
 _AUTOCAST = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -278,6 +279,15 @@ class GPUASegmentor(BaseSegmentor):
         if flip:
             dims = (3,) if meta.get('flip_direction', 'horizontal') == 'horizontal' else (2,)
             lg, image01 = lg.flip(dims), image01.flip(tuple(d - 1 for d in dims))
+        if not fits_full_resolution(lg.shape[1], ori):
+            # Huge output: bounded memory (postprocess.py); PAMR and the returned scores stay
+            # at the working resolution.
+            if self.pamr_steps:
+                lg = pamr(image01[None].to(lg.dtype), lg, self.pamr_steps, self.pamr_dilations)
+            scores, labels = tiled_scores_and_labels(
+                lg, ori, self.query_to_class, self.num_classes, self.logit_scale,
+                self.prob_thd, self.area_thd, self.bg_idx)
+            return scores[0], labels[0]
         if tuple(lg.shape[-2:]) != ori:
             lg = F.interpolate(lg, size=ori, mode='bilinear', align_corners=False)
         if self.pamr_steps:
