@@ -93,6 +93,9 @@ def test_openai_tag_uses_quickgelu_without_download(source, tmp_path, monkeypatc
     monkeypatch.setattr(open_clip, 'get_pretrained_cfg', fake_cfg)
     monkeypatch.setattr(factory, 'get_pretrained_cfg', fake_cfg)
     monkeypatch.setattr(factory, 'download_pretrained', lambda c, cache_dir=None: str(path))
+    import gpua_mmseg.weights as weights
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)        # no local copy: network allowed
+    monkeypatch.setattr(weights, 'hub_reachable', lambda *a, **k: True)
     enc = build_clip_encoder(dict(name='tiny-tagged', pretrained='openai'))
     assert enc.info['quick_gelu'] and enc.info['format'] == 'tag'
     assert type(enc.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == 'QuickGELU'

@@ -161,6 +161,10 @@ def build_clip_encoder(cfg: dict, mode: str = 'vanilla', mode_cfg: Optional[dict
     cfg keys: ``name`` (open_clip model name, default ``'ViT-B-16'``), ``pretrained`` (tag | file |
     None), optional ``model_cfg`` (custom/tiny architecture, see ``tiny_clip_model_cfg``),
     ``quick_gelu`` (None = automatic), ``mean``/``std`` overrides, ``cache_dir``.
+    A tag is first resolved to a local file (:func:`gpua_mmseg.weights.resolve_clip_weights`).
+
+    Raises:
+        gpua_mmseg.weights.WeightsNotFoundError: a tag without a local copy while offline.
     """
     if not isinstance(cfg, dict):
         raise ValueError(f'clip config must be a dict like dict(name="ViT-B-16", pretrained="openai"), '
@@ -172,8 +176,16 @@ def build_clip_encoder(cfg: dict, mode: str = 'vanilla', mode_cfg: Optional[dict
         raise ValueError(f'unknown clip config keys {unknown}; allowed: {sorted(allowed)}')
     check_mode_cfg(mode, mode_cfg)  # fail before a possibly slow model build
     name = cfg.get('name', 'ViT-B-16')
-    model, info = create_open_clip(name, cfg.get('pretrained'), model_cfg=cfg.get('model_cfg'),
-                                   quick_gelu=cfg.get('quick_gelu'), cache_dir=cfg.get('cache_dir'))
+    pretrained, quick_gelu = cfg.get('pretrained'), cfg.get('quick_gelu')
+    if isinstance(pretrained, str):
+        # Local copies first (GPUA_MMSEG_CACHE, HF cache) for every entry point; the hub only
+        # when reachable, else WeightsNotFoundError says where to put the file.
+        from ...weights import resolve_clip_weights
+        pretrained, qg_hint = resolve_clip_weights(name, pretrained)
+        if qg_hint and quick_gelu is None:
+            quick_gelu = True
+    model, info = create_open_clip(name, pretrained, model_cfg=cfg.get('model_cfg'),
+                                   quick_gelu=quick_gelu, cache_dir=cfg.get('cache_dir'))
     tokenizer = None
     if cfg.get('model_cfg') is None:
         import open_clip

@@ -12,8 +12,11 @@
   OpenAI's key layout is open_clip's, so one loader serves all of them.
 
 QuickGELU: OpenAI weights need it.  ``quick_gelu=None`` (default) means "automatic": on for
-``-quickgelu`` model names, the ``'openai'`` tag and TorchScript archives; a plain OpenAI state dict
-cannot be recognised from its keys, so pass ``quick_gelu=True`` (or use ``ViT-B-16-quickgelu``).
+``-quickgelu`` model names, the ``'openai'`` tag, TorchScript archives and files in OpenAI's
+layout (:func:`is_openai_layout`: OpenAI's ``input_resolution`` / ``context_length`` /
+``vocab_size`` entries, or its mixed precision: fp16 matrices with fp32 LayerNorms and
+embeddings, as ``clip.model.convert_weights`` leaves them).  A file in neither layout gets GELU;
+an all-fp16 file cannot be told apart and gets GELU with a warning.
 
 ``model_cfg`` builds an architecture that open_clip has no name for (used by the tests for tiny
 random CLIPs); see :func:`tiny_clip_model_cfg`.
@@ -59,6 +62,25 @@ def is_torchscript_archive(path: str) -> bool:
         return False
     with zipfile.ZipFile(path) as zf:
         return any(n.endswith('/constants.pkl') or n == 'constants.pkl' for n in zf.namelist())
+
+
+def is_openai_layout(sd: Dict[str, torch.Tensor]) -> Optional[bool]:
+    """True: an OpenAI release (QuickGELU); False: open_clip's own; None: cannot tell.
+
+    OpenAI's state dicts carry ``input_resolution`` / ``context_length`` / ``vocab_size``, and
+    ``convert_weights`` halves only conv / linear / attention matrices and the projections,
+    leaving LayerNorms and embeddings in fp32.  open_clip writes one dtype throughout.
+    """
+    if any(k in sd for k in _OPENAI_JIT_EXTRA_KEYS):
+        return True
+    conv, ln = sd.get('visual.conv1.weight'), sd.get('visual.ln_pre.weight')
+    if conv is None or ln is None:
+        return False
+    if conv.dtype == torch.float16 and ln.dtype == torch.float32:
+        return True
+    if conv.dtype == ln.dtype == torch.float16:
+        return None
+    return False
 
 
 def read_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -152,8 +174,20 @@ def create_open_clip(name: str = 'ViT-B-16', pretrained: Optional[str] = None,
                 f'pretrained={pretrained!r} for CLIP model {name!r} is neither an existing file nor '
                 f'a known open_clip tag (known tags: {tags})')
         sd, fmt = read_state_dict(path)
-        if quick_gelu is None and fmt == 'torchscript':
-            quick_gelu = True  # only OpenAI publishes TorchScript CLIPs, all trained with QuickGELU
+        layout = True if fmt == 'torchscript' else is_openai_layout(sd)
+        for k in _OPENAI_JIT_EXTRA_KEYS:
+            sd.pop(k, None)
+        if quick_gelu is None and layout:
+            # only OpenAI publishes TorchScript / mixed-precision CLIPs, all trained with QuickGELU
+            quick_gelu = True
+            logger.info('CLIP checkpoint %s is in OpenAI\'s layout: QuickGELU switched on', path)
+        elif quick_gelu is None and layout is None:
+            logger.warning('CLIP checkpoint %s is all fp16: cannot tell OpenAI weights (QuickGELU) '
+                           'from open_clip ones (GELU); using the model config\'s activation. Pass '
+                           'clip.quick_gelu=True/False to decide.', path)
+        elif quick_gelu is False and layout:
+            logger.warning('CLIP checkpoint %s is in OpenAI\'s layout (trained with QuickGELU) but '
+                           'quick_gelu=False was given; features will be off', path)
         model, cfg = _instantiate(name, model_cfg, quick_gelu)
         _load_into(model, sd, path, name)
     model.eval()
