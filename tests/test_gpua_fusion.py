@@ -29,7 +29,7 @@ def encoders():
     return clip, vfm
 
 
-def write_artifact(path, dv=24, dc=16, vocab=QUERIES, vfm=VFM, vlm='tiny', seed=0):
+def write_artifact(path, dv=24, dc=16, vocab=NAMES, vfm=VFM, vlm='tiny', seed=0):
     g = torch.Generator().manual_seed(seed)
     W = torch.linalg.qr(torch.randn(dv, dc, generator=g, dtype=torch.float64))[0].float()
     meta = dict(vfm=vfm, vlm=vlm, vocabulary=list(vocab), vocab_hash=vocabulary_hash(vocab))
@@ -95,10 +95,11 @@ def test_fusion_is_linear_in_lambda(encoders, tmp_path):
 
 
 @pytest.mark.parametrize('change, message', [
-    (dict(vocab=QUERIES[:-1]), 'vocabulary'),
-    (dict(vfm='vit_small_patch16_dinov3.lvd1689m'), 'VFM'),
-    (dict(vlm='ViT-B-16'), 'VLM'),
-    (dict(dv=32), 'dv'),
+    (dict(vocab=NAMES[:-1]), 'vocab_hash'),
+    (dict(vocab=QUERIES), 'vocab_hash'),          # the flat query list is another vocabulary
+    (dict(vfm='vit_small_patch16_dinov3.lvd1689m'), 'vfm'),
+    (dict(vlm='ViT-B-16'), 'vlm'),
+    (dict(dv=32), 'VFM dim'),
 ])
 def test_mismatched_artifact_is_refused_with_refit_command(encoders, tmp_path, change, message):
     path = write_artifact(tmp_path / 'a.safetensors', **change)

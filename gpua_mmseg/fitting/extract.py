@@ -1,15 +1,16 @@
 """Paired CLIP / VFM patch features of one image, cut with the segmentor's own sliding window.
 
-The crops are exactly those of inference (``GPUASegmentor._slide``): same boxes, same symmetric
-zero padding to the patch size, same encoders, same autocast.  Every patch of every crop is one
+The crops are exactly those of inference: the same crop loop
+(:func:`gpua_mmseg.models.sliding.iter_crop_batches`, with the segmentor's window, crop batch and
+patch-size padding), the same encoders, the same autocast.  Every patch of every crop is one
 sample, so overlapping windows contribute their patches once per window, as they do at test time.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..models.sliding import _symmetric_pad, crop_boxes
+from ..models.sliding import iter_crop_batches
 
 __all__ = ['extract_image_features', 'patch_majority_labels', 'preprocess_item']
 
@@ -91,44 +92,29 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
         raise ValueError(f'label {tuple(label.shape)} must match the image size {(H, W)}')
     clip = segmentor.clip_encoder
     p = clip.patch_size
-    crop, stride = segmentor.slide_crop, segmentor.slide_stride
-    boxes = crop_boxes(H, W, crop, stride) if crop else [(0, H, 0, W)]
-    groups: Dict[Tuple[int, int], List] = {}
-    for box in boxes:
-        y1, y2, x1, x2 = box
-        pad = _symmetric_pad(y2 - y1, x2 - x1, p)
-        groups.setdefault((y2 - y1 + pad[2] + pad[3], x2 - x1 + pad[0] + pad[1]), []).append(box)
-    # rows follow the order of ``boxes`` regardless of grouping
     rows: Dict[Tuple[int, int, int, int], Tuple[Tensor, Tensor, Tensor]] = {}
-    bs = segmentor.crop_batch_size
     with segmentor._autocast(image01.device):
-        for _, items in groups.items():
-            for s in range(0, len(items), bs):
-                chunk = items[s:s + bs]
-                crops, labs = [], []
-                for (y1, y2, x1, x2) in chunk:
-                    pad = _symmetric_pad(y2 - y1, x2 - x1, p)
-                    c = image01[:, y1:y2, x1:x2]
-                    crops.append(F.pad(c, pad) if any(pad) else c)
-                    if label is not None:
-                        lab = label[y1:y2, x1:x2]
-                        labs.append(F.pad(lab, pad, value=ignore_index) if any(pad) else lab)
-                batch = torch.stack(crops)
-                c_feat = clip.patch_features(clip.normalize(batch))            # [n, h, w, dc]
-                v_feat = vfm_encoder.patch_features(vfm_encoder.normalize(batch))
-                h, w = c_feat.shape[1:3]
-                if tuple(v_feat.shape[1:3]) != (h, w):
-                    v_feat = F.interpolate(v_feat.permute(0, 3, 1, 2).float(), size=(h, w),
-                                           mode='bilinear', align_corners=False
-                                           ).permute(0, 2, 3, 1).to(v_feat.dtype)
-                for j, box in enumerate(chunk):
-                    if label is not None:
-                        lab = patch_majority_labels(labs[j], p, segmentor.num_classes,
-                                                    ignore_index)
-                    else:
-                        lab = torch.full((h * w,), -1, dtype=torch.long)
-                    rows[box] = (c_feat[j].reshape(h * w, -1), v_feat[j].reshape(h * w, -1),
-                                 lab.cpu())
-    ordered = [rows[b] for b in boxes]
+        for batch, chunk in iter_crop_batches([image01], segmentor.slide_crop,
+                                              segmentor.slide_stride,
+                                              segmentor.crop_batch_size, size_divisor=p):
+            c_feat = clip.patch_features(clip.normalize(batch))            # [n, h, w, dc]
+            v_feat = vfm_encoder.patch_features(vfm_encoder.normalize(batch))
+            h, w = c_feat.shape[1:3]
+            if tuple(v_feat.shape[1:3]) != (h, w):
+                v_feat = F.interpolate(v_feat.permute(0, 3, 1, 2).float(), size=(h, w),
+                                       mode='bilinear', align_corners=False
+                                       ).permute(0, 2, 3, 1).to(v_feat.dtype)
+            for j, (_, box, pad) in enumerate(chunk):
+                if label is not None:
+                    y1, y2, x1, x2 = box
+                    lab = label[y1:y2, x1:x2]
+                    lab = F.pad(lab, pad, value=ignore_index) if any(pad) else lab
+                    lab = patch_majority_labels(lab, p, segmentor.num_classes, ignore_index)
+                else:
+                    lab = torch.full((h * w,), -1, dtype=torch.long)
+                rows[box] = (c_feat[j].reshape(h * w, -1), v_feat[j].reshape(h * w, -1),
+                             lab.cpu())
+    # rows follow the window order of the image, whatever the grouping by crop shape
+    ordered = [rows[b] for b in sorted(rows)]
     return dict(clip=torch.cat([r[0] for r in ordered]), vfm=torch.cat([r[1] for r in ordered]),
                 label=torch.cat([r[2] for r in ordered]))

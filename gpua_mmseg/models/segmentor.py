@@ -19,12 +19,16 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
+from ..vocabulary import Vocabulary
+from .backbone import query_logits  # noqa: F401  (also registers GPUATwoTowerBackbone)
 from .pamr import pamr
 from .postprocess import (fits_full_resolution, predict_labels, query_to_class_scores,
                           tiled_scores_and_labels)
-from .sliding import slide_logits
+from .sliding import _pair, slide_logits
 
 _AUTOCAST = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+_DEFAULT_WINDOW = (224, 112)  # slide_crop, slide_stride (pixels) when neither form is given
+_TEST_CFG_KEYS = ('mode', 'crop_size', 'stride')
 
 DEFAULT_PREPROCESSOR = dict(type='SegDataPreProcessor', mean=[0., 0., 0.], std=[1., 1., 1.],
                             bgr_to_rgb=True, pad_val=0, seg_pad_val=255)
@@ -36,6 +40,41 @@ def _as_shape(value, name: str):
     return int(value[0]), int(value[1])
 
 
+def _window(slide_crop, slide_stride, test_cfg):
+    """``(slide_crop, slide_stride)`` from either form of the sliding-window settings."""
+    if test_cfg is None:
+        if slide_crop is None and slide_stride is None:
+            return _DEFAULT_WINDOW
+        if slide_crop is None:
+            return _DEFAULT_WINDOW[0], slide_stride
+        return slide_crop, (_DEFAULT_WINDOW[1] if slide_stride is None and slide_crop else
+                            slide_stride)
+    if not isinstance(test_cfg, dict):
+        raise ValueError(f"test_cfg must be dict(mode='slide', crop_size=..., stride=...) or "
+                         f"dict(mode='whole'), got {test_cfg!r}")
+    unknown = sorted(set(test_cfg) - set(_TEST_CFG_KEYS))
+    mode = test_cfg.get('mode', 'whole')
+    if unknown or mode not in ('slide', 'whole'):
+        raise ValueError(f"test_cfg={dict(test_cfg)!r}: expected dict(mode='slide', "
+                         "crop_size=(h, w), stride=(h, w)) or dict(mode='whole')")
+    if mode == 'whole':
+        crop, stride = 0, None
+    else:
+        if 'crop_size' not in test_cfg or 'stride' not in test_cfg:
+            raise ValueError(f"test_cfg={dict(test_cfg)!r}: mode='slide' needs crop_size and "
+                             'stride, e.g. crop_size=(224, 224), stride=(112, 112)')
+        crop, stride = tuple(test_cfg['crop_size']), tuple(test_cfg['stride'])
+    given = (slide_crop, slide_stride)
+    if given != (None, None):
+        same = (not given[0] and not crop) or (
+            bool(given[0]) and bool(crop) and _pair('slide_crop', given[0]) == _pair('crop', crop)
+            and _pair('slide_stride', given[1]) == _pair('stride', stride))
+        if not same:
+            raise ValueError(f'slide_crop={given[0]!r}, slide_stride={given[1]!r} disagree with '
+                             f'test_cfg={dict(test_cfg)!r}; set the window in one of the two')
+    return crop, stride
+
+
 @MODELS.register_module()
 class GPUASegmentor(BaseSegmentor):
     """CLIP (+ optional VFM / GPUA head) sliding-window segmentor; see docs/ARCHITECTURE.md.
@@ -44,33 +83,45 @@ class GPUASegmentor(BaseSegmentor):
         clip: ``dict(name=, pretrained=, ...)`` for ``build_clip_encoder`` (or, in Python, a
             prebuilt ``CLIPEncoder`` whose ``mode`` equals ``clip_mode``).
         clip_mode, clip_mode_cfg: last-block variant key and its kwargs.
-        class_names: package-data key (``'voc21'``) or path to a class-name file.
+        class_names: the vocabulary: anything ``gpua_mmseg.vocabulary.Vocabulary.parse``
+            accepts (package key ``'voc21'``, class-name file, ``"cat, kitty; sofa"`` text, list).
+            Change it later with :meth:`set_vocabulary`.
         templates: ``'openai_imagenet'`` or a list of format strings with one ``{}``.
-        slide_crop, slide_stride: window / step in pixels; ``slide_crop=0`` (or None) encodes
-            the whole image at once.
+        slide_crop, slide_stride: window / step in pixels (int or (h, w)); ``slide_crop=0``
+            encodes each image whole.  Default 224 / 112.
+        test_cfg: the same window in MMSeg's form, ``dict(mode='slide', crop_size=(224, 224),
+            stride=(112, 112))`` or ``dict(mode='whole')``; give one form, or both agreeing.
         crop_batch_size: crops per encoder forward (1 = reference crop-by-crop behaviour).
         logit_scale: softmax temperature multiplier over queries.
         prob_thd, area_thd, bg_idx: post-processing thresholds (see ``postprocess.py``).
+            ``bg_idx``: index of the background class, ``None`` for a vocabulary without one,
+            or ``'auto'`` (default): the first class with a background-like name
+            (``Vocabulary.background_index``), else none.  ``prob_thd > 0`` (pixels below it
+            become background) needs a background class.
         pamr_steps, pamr_dilations: PAMR refinement (0 steps disables).
         autocast_dtype: None | 'fp16' | 'bf16'; otherwise dtype follows the parameters.
-        vfm, decode_head: GPUA only; both or neither.  ``decode_head.fuse(clip_logits
-            [n,Q,h,w], vfm_tokens [n,hv,wv,dv], text_emb [Q,dc]) -> [n,Q,h,w]``.
+        vfm, decode_head: GPUA only; both or neither (or later: :meth:`attach_gpua`).
+            ``decode_head.fuse(clip_logits [n,Q,h,w], vfm_tokens [n,hv,wv,dv] | None,
+            text_emb [Q,dc]) -> [n,Q,h,w]``; a head whose ``needs_vfm`` is False (GPUAHead at
+            ``fusion_weight=1``) gets ``None`` and the VFM is not run.
     """
 
     def __init__(self, clip: dict, clip_mode: str = 'sclip', clip_mode_cfg: Optional[dict] = None,
                  class_names: str = 'voc21', templates: Union[str, Sequence[str]] = 'openai_imagenet',
-                 slide_crop: Optional[int] = 224, slide_stride: Optional[int] = 112,
+                 slide_crop=None, slide_stride=None,
                  crop_batch_size: int = 32, logit_scale: float = 40.0, prob_thd: float = 0.0,
-                 area_thd: Optional[float] = None, bg_idx: Optional[int] = 0,
+                 area_thd: Optional[float] = None, bg_idx: Union[int, str, None] = 'auto',
                  pamr_steps: int = 0, pamr_dilations: Sequence[int] = (8, 16),
                  autocast_dtype: Optional[str] = None, vfm: Optional[dict] = None,
-                 decode_head: Optional[dict] = None, data_preprocessor=None, init_cfg=None):
+                 decode_head: Optional[dict] = None, test_cfg: Optional[dict] = None,
+                 data_preprocessor=None, init_cfg=None):
         if data_preprocessor is None:
             data_preprocessor = dict(DEFAULT_PREPROCESSOR)
         if isinstance(data_preprocessor, dict):
             # mmseg's registry: mmengine's root one cannot see SegDataPreProcessor without a scope.
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        slide_crop, slide_stride = _window(slide_crop, slide_stride, test_cfg)
         self._check_args(slide_crop, slide_stride, crop_batch_size, logit_scale, prob_thd,
                          area_thd, pamr_steps, autocast_dtype, vfm, decode_head)
         if isinstance(clip, torch.nn.Module):
@@ -84,57 +135,136 @@ class GPUASegmentor(BaseSegmentor):
             self.clip_encoder = build_clip_encoder(clip, mode=clip_mode, mode_cfg=clip_mode_cfg)
         self.clip_encoder.eval().requires_grad_(False)
 
-        self.class_names_key = class_names
+        self.clip_mode = clip_mode
         self.templates = templates
-        self.text_classifier = self._build_text_classifier(class_names, templates)
         # Cached on first use (text encoding is expensive), then follows .to(device/dtype).
         self.register_buffer('text_embeddings', None, persistent=False)
-        self.register_buffer('query_to_class',
-                             torch.as_tensor(self.text_classifier.query_to_class).long(),
-                             persistent=False)
-        self.num_classes = int(self.text_classifier.num_classes)
+        self.register_buffer('query_to_class', None, persistent=False)
         self.register_load_state_dict_post_hook(self._reset_text_cache)
-        self.out_channels = self.num_classes
         self.align_corners = False
-        if bg_idx is not None and not 0 <= bg_idx < self.num_classes:
-            raise ValueError(f'bg_idx={bg_idx} is not a class of {class_names!r} '
-                             f'({self.num_classes} classes); use None for no background class')
-
         self.slide_crop = slide_crop or 0
         self.slide_stride = slide_stride
+        self.test_cfg = (dict(mode='slide', crop_size=_pair('slide_crop', slide_crop),
+                              stride=_pair('slide_stride', slide_stride))
+                         if slide_crop else dict(mode='whole'))
         self.crop_batch_size = crop_batch_size
         self.logit_scale = float(logit_scale)
-        self.prob_thd = float(prob_thd)
+        self._prob_thd_cfg = float(prob_thd)
         self.area_thd = area_thd
-        self.bg_idx = bg_idx
         self.pamr_steps = pamr_steps
         self.pamr_dilations = tuple(pamr_dilations)
         self.autocast_dtype = _AUTOCAST[autocast_dtype]
+        self.set_vocabulary(class_names, bg_idx)
+        if self.bg_idx is None and self._prob_thd_cfg > 0:
+            raise ValueError(
+                f'prob_thd={prob_thd} turns low-score pixels into the background class, but '
+                f'class_names {class_names!r} has none (bg_idx={bg_idx!r}); set bg_idx to the '
+                'index of its background class, or prob_thd=0')
 
         self.vfm_encoder = None
         self.decode_head = None
         if vfm is not None:
-            from .vfm import build_vfm_encoder  # only when configured (GPUA)
-            self.vfm_encoder = build_vfm_encoder(vfm)
-            self.vfm_encoder.eval().requires_grad_(False)
-            self.decode_head = MODELS.build(decode_head)
-            validate = getattr(self.decode_head, 'validate', None)
-            if callable(validate):
-                # The full identity, so an artifact fitted for another VFM / CLIP model /
-                # vocabulary fails here with the refit command instead of segmenting silently.
-                validate(vfm_name=getattr(self.vfm_encoder, 'name', None),
-                         clip_name=getattr(self.clip_encoder, 'info', {}).get('name'),
-                         dv=self.vfm_encoder.embed_dim, dc=self.clip_encoder.embed_dim,
-                         vocabulary_names=list(self.text_classifier.queries))
+            self.attach_gpua(vfm, decode_head)
+
+    # ------------------------------------------------------------------ public API
+    def set_vocabulary(self, vocab, bg_idx: Union[int, str, None] = 'auto') -> 'GPUASegmentor':
+        """Switch to another vocabulary: text classifier, background index and thresholds.
+
+        Args:
+            vocab: anything ``Vocabulary.parse`` accepts (``'voc21'``, a file, ``"cat, kitty;
+                sofa; background"``, ``['cat', ['sofa', 'couch']]``).  Text embeddings are
+                computed on first use and cached per (weights, queries, templates).
+            bg_idx: background class index, ``None``, or ``'auto'`` (a class with a
+                background-like name, else none).  ``prob_thd`` is the configured one when
+                there is a background class and 0 otherwise.
+
+        Returns:
+            ``self``.  An attached GPUA head is not re-checked here: call
+            :meth:`check_alignment` (its map was fitted for one vocabulary).
+        """
+        from .text_classifier import TextClassifier
+        vocabulary = Vocabulary.parse(vocab)
+        classifier = TextClassifier(self.clip_encoder, vocabulary.classes, self.templates)
+        n = int(classifier.num_classes)
+        if bg_idx == 'auto':
+            bg_idx = vocabulary.background_index
+        elif bg_idx is not None and (isinstance(bg_idx, bool) or not isinstance(bg_idx, int)
+                                     or not 0 <= bg_idx < n):
+            raise ValueError(f'bg_idx={bg_idx!r} is not a class of {vocabulary.source} ({n} '
+                             "classes); use None for no background class or 'auto'")
+        self.vocabulary = vocabulary
+        self.text_classifier = classifier
+        self.text_embeddings = None
+        self.query_to_class = torch.as_tensor(classifier.query_to_class).long().to(
+            self.clip_encoder.mean.device)
+        self.num_classes = self.out_channels = n
+        self.bg_idx = bg_idx
+        self.prob_thd = self._prob_thd_cfg if bg_idx is not None else 0.0
+        return self
+
+    def attach_gpua(self, vfm_encoder, head, check: bool = True) -> 'GPUASegmentor':
+        """Attach (or, with ``None, None``, detach) a VFM encoder and a GPUA head.
+
+        Args:
+            vfm_encoder: a :class:`VFMEncoder` or its ``dict(name=, pretrained=, ...)``.
+            head: a :class:`GPUAHead` (or another module with ``fuse``) or its config dict.
+            check: run :meth:`check_alignment` (the map must fit these encoders and the
+                current vocabulary).
+
+        Returns:
+            ``self``; both modules are frozen, in eval mode, on the CLIP encoder's device.
+        """
+        if (vfm_encoder is None) != (head is None):
+            raise ValueError('GPUA needs both vfm=dict(...) and decode_head=dict(type='
+                             "'GPUAHead', ...); set both, or neither for a CLIP-only baseline")
+        if vfm_encoder is None:
+            self.vfm_encoder = self.decode_head = None
+            return self
+        from .vfm import build_vfm_encoder
+        device = self.clip_encoder.mean.device
+        self.vfm_encoder = build_vfm_encoder(vfm_encoder).eval().requires_grad_(False).to(device)
+        if isinstance(head, dict):
+            head = MODELS.build(head)
+        self.decode_head = head.eval().to(device)
+        if check:
+            self.check_alignment()
+        return self
+
+    def check_alignment(self) -> None:
+        """Check the attached GPUA head's map against this model (no-op without a head).
+
+        The expected identity (:func:`gpua_mmseg.models.identity.artifact_identity`: encoder
+        names and weight digests, CLIP activation, ``clip_mode``, vocabulary hash) and the
+        feature widths are compared with the artifact, so a map fitted for another VFM, CLIP,
+        mode or vocabulary fails with the refit command instead of segmenting silently.
+
+        Raises:
+            ValueError: from ``GPUAHead.validate``, naming each mismatch.
+        """
+        validate = getattr(self.decode_head, 'validate', None)
+        if not callable(validate):
+            return
+        from .identity import artifact_identity
+        identity = artifact_identity(self.clip_encoder, self.vfm_encoder, self.clip_mode,
+                                     None, self.vocabulary)
+        validate(dv=self.vfm_encoder.embed_dim, dc=self.clip_encoder.embed_dim,
+                 identity=identity)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
     def _check_args(slide_crop, slide_stride, crop_batch_size, logit_scale, prob_thd, area_thd,
                     pamr_steps, autocast_dtype, vfm, decode_head):
-        if slide_crop and (not isinstance(slide_stride, int) or not 0 < slide_stride <= slide_crop):
-            raise ValueError(f'slide_stride must be an int in (0, slide_crop={slide_crop}], got '
-                             f'{slide_stride!r}; e.g. slide_crop=224, slide_stride=112')
-        if slide_crop is not None and (not isinstance(slide_crop, int) or slide_crop < 0):
+        if slide_crop:
+            crop = _pair('slide_crop', slide_crop)
+            try:
+                stride = _pair('slide_stride', slide_stride)
+            except ValueError:
+                stride = None
+            if stride is None or stride[0] > crop[0] or stride[1] > crop[1]:
+                raise ValueError(f'slide_stride must be an int (or pair) in (0, slide_crop='
+                                 f'{slide_crop}], got {slide_stride!r}; e.g. slide_crop=224, '
+                                 'slide_stride=112')
+        elif slide_crop is not None and (not isinstance(slide_crop, int) or slide_crop < 0):
             raise ValueError(f'slide_crop must be an int >= 0 (0 = whole image), got {slide_crop!r}')
         if not isinstance(crop_batch_size, int) or crop_batch_size < 1:
             raise ValueError(f'crop_batch_size must be an int >= 1, got {crop_batch_size!r}')
@@ -152,10 +282,6 @@ class GPUASegmentor(BaseSegmentor):
         if (vfm is None) != (decode_head is None):
             raise ValueError('GPUA needs both vfm=dict(...) and decode_head=dict(type='
                              "'GPUAHead', ...); set both, or neither for a CLIP-only baseline")
-
-    def _build_text_classifier(self, class_names, templates):
-        from .text_classifier import TextClassifier
-        return TextClassifier(self.clip_encoder, class_names, templates)
 
     def get_text_embeddings(self) -> Tensor:
         """``[Q, dc]`` L2-normalised text embeddings, computed once, on the module's device.
@@ -179,11 +305,12 @@ class GPUASegmentor(BaseSegmentor):
         ``h, w`` is the CLIP patch grid ``H/p, W/p``.
         """
         text = self.get_text_embeddings()
-        feats = self.clip_encoder.patch_features(self.clip_encoder.normalize(crops01))
-        feats = F.normalize(feats, dim=-1)
-        logits = torch.einsum('nhwd,qd->nqhw', feats, text.to(feats.dtype))
+        logits = query_logits(self.clip_encoder.patch_features(self.clip_encoder.normalize(crops01)),
+                              text)
         if self.decode_head is not None:
-            vfm_tokens = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(crops01))
+            vfm_tokens = None
+            if getattr(self.decode_head, 'needs_vfm', True):  # λ = 1: the VFM term has weight 0
+                vfm_tokens = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(crops01))
             logits = self.decode_head.fuse(logits, vfm_tokens, text)
         return logits
 
@@ -211,14 +338,9 @@ class GPUASegmentor(BaseSegmentor):
         return out
 
     def _slide(self, images: List[Tensor]) -> List[Tensor]:
-        p = self.clip_encoder.patch_size
         with self._autocast(images[0].device):
-            if self.slide_crop:
-                return slide_logits(images, self.crop_logits, self.slide_crop, self.slide_stride,
-                                    self.crop_batch_size, size_divisor=p)
-            # Whole-image inference: one window per image, each image its own forward.
-            return [slide_logits([im], self.crop_logits, tuple(im.shape[-2:]),
-                                 tuple(im.shape[-2:]), 1, size_divisor=p)[0] for im in images]
+            return slide_logits(images, self.crop_logits, self.slide_crop, self.slide_stride,
+                                self.crop_batch_size, size_divisor=self.clip_encoder.patch_size)
 
     # ------------------------------------------------------------------ MMSeg API
     def extract_feat(self, inputs: Tensor) -> Tensor:

@@ -10,9 +10,10 @@ full-resolution logits of more than one crop are never alive at once.
 A crop whose side is not a multiple of ``size_divisor`` (only possible when the image is
 smaller than the crop) is zero-padded symmetrically before encoding, and the padded part of
 its upsampled logits is cut away again; crops are grouped by padded shape so each encoder
-call sees a uniform batch.
+call sees a uniform batch.  :func:`iter_crop_batches` is that crop loop, the one used both by
+inference and by feature extraction for fitting (``gpua_mmseg.fitting.extract``).
 """
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -82,11 +83,39 @@ def count_map(height: int, width: int, crop, stride, device=None,
     return counts
 
 
-def _symmetric_pad(h: int, w: int, divisor: int) -> Tuple[int, int, int, int]:
-    """F.pad order (left, right, top, bottom) to reach multiples of ``divisor``."""
+def symmetric_pad(h: int, w: int, divisor: int) -> Tuple[int, int, int, int]:
+    """Zero padding that brings an ``h x w`` crop to multiples of ``divisor``.
+
+    Returns:
+        ``(left, right, top, bottom)`` in pixels, the order ``F.pad`` takes for the last two
+        dims; the odd pixel goes to the right / bottom.
+    """
     ph = (-h) % divisor
     pw = (-w) % divisor
     return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
+
+
+def resize_to_patch_multiple(images: Tensor, patch: int) -> Tensor:
+    """Bilinearly resize ``[B, C, H, W]`` to the nearest multiples of ``patch`` (>= 1 patch).
+
+    A ViT's patch grid then covers the whole input, so its token map spans the same pixels as
+    any other encoder's grid of that input; sides that already are multiples are returned
+    untouched (no resampling).
+    """
+    h, w = images.shape[-2:]
+    th = max(1, int(round(h / patch))) * patch
+    tw = max(1, int(round(w / patch))) * patch
+    if (th, tw) == (h, w):
+        return images
+    return F.interpolate(images, size=(th, tw), mode='bilinear', align_corners=False)
+
+
+class Crop(NamedTuple):
+    """One window: ``box = (y1, y2, x1, x2)`` (half-open pixels) of image number ``image``,
+    zero-padded by ``pad = (left, right, top, bottom)`` pixels (see :func:`symmetric_pad`)."""
+    image: int
+    box: Box
+    pad: Tuple[int, int, int, int]
 
 
 def _as_image_list(images: Union[Tensor, Sequence[Tensor]]) -> List[Tensor]:
@@ -105,9 +134,49 @@ def _as_image_list(images: Union[Tensor, Sequence[Tensor]]) -> List[Tensor]:
     return imgs
 
 
+def iter_crop_batches(images: Union[Tensor, Sequence[Tensor]],
+                      crop: Union[int, Sequence[int], None],
+                      stride: Union[int, Sequence[int], None], crop_batch_size: int = 32,
+                      size_divisor: int = 1) -> Iterator[Tuple[Tensor, List[Crop]]]:
+    """The crop loop shared by inference (:func:`slide_logits`) and feature extraction.
+
+    Every window of every image (:func:`crop_boxes`; ``crop`` 0 / None: the whole image is one
+    window) is zero-padded symmetrically to multiples of ``size_divisor``; windows are grouped
+    by padded shape, so that each batch is uniform, and cut into chunks of at most
+    ``crop_batch_size``.
+
+    Args:
+        images: list of ``[C, H_i, W_i]`` tensors, or a ``[B, C, H, W]`` tensor.
+        crop, stride: window size / step in pixels (int or (h, w)).
+
+    Yields:
+        ``(batch [n, C, h, w], crops)``: the padded crops and, per row, its :class:`Crop`.
+    """
+    imgs = _as_image_list(images)
+    crop_batch_size = _check_positive_int('crop_batch_size', crop_batch_size)
+    size_divisor = _check_positive_int('size_divisor', size_divisor)
+    groups: Dict[Tuple[int, int], List[Crop]] = {}
+    for i, im in enumerate(imgs):
+        h, w = im.shape[-2:]
+        for box in (crop_boxes(h, w, crop, stride) if crop else [(0, h, 0, w)]):
+            y1, y2, x1, x2 = box
+            pad = symmetric_pad(y2 - y1, x2 - x1, size_divisor)
+            shape = (y2 - y1 + pad[2] + pad[3], x2 - x1 + pad[0] + pad[1])
+            groups.setdefault(shape, []).append(Crop(i, box, pad))
+    for items in groups.values():
+        for start in range(0, len(items), crop_batch_size):
+            chunk = items[start:start + crop_batch_size]
+            batch = []
+            for c in chunk:
+                y1, y2, x1, x2 = c.box
+                patch = imgs[c.image][..., y1:y2, x1:x2]
+                batch.append(F.pad(patch, c.pad) if any(c.pad) else patch)
+            yield torch.stack(batch, 0), chunk
+
+
 def slide_logits(images: Union[Tensor, Sequence[Tensor]], encode_fn: EncodeFn,
-                 crop: Union[int, Sequence[int]] = 224,
-                 stride: Union[int, Sequence[int]] = 112,
+                 crop: Union[int, Sequence[int], None] = 224,
+                 stride: Union[int, Sequence[int], None] = 112,
                  crop_batch_size: int = 32, size_divisor: int = 1,
                  accum_dtype: torch.dtype = None) -> List[Tensor]:
     """Sliding-window logits for a batch of (possibly differently sized) images.
@@ -118,7 +187,8 @@ def slide_logits(images: Union[Tensor, Sequence[Tensor]], encode_fn: EncodeFn,
         encode_fn: maps crops ``[n, C, h, w]`` (n <= crop_batch_size, h and w multiples of
             ``size_divisor``) to logits ``[n, Q, h', w']`` on any grid (typically the patch
             grid h/p x w/p); logits are bilinearly upsampled to ``h x w``.
-        crop, stride: window size / step in pixels (int or (h, w)).
+        crop, stride: window size / step in pixels (int or (h, w)); ``crop`` 0 / None: each
+            image is one window.
         crop_batch_size: crops per ``encode_fn`` call; 1 reproduces crop-by-crop inference.
         size_divisor: crops are zero-padded symmetrically to multiples of this (the patch
             size); the padding is removed from the upsampled logits.
@@ -128,49 +198,29 @@ def slide_logits(images: Union[Tensor, Sequence[Tensor]], encode_fn: EncodeFn,
         list of ``[Q, H_i, W_i]`` averaged logits, one per image, on the images' device.
     """
     imgs = _as_image_list(images)
-    crop_batch_size = _check_positive_int('crop_batch_size', crop_batch_size)
-    size_divisor = _check_positive_int('size_divisor', size_divisor)
-
-    # Group every (image, box) by padded crop shape so each encoder call gets a uniform batch.
-    groups: Dict[Tuple[int, int], List[Tuple[int, Box]]] = {}
-    for i, im in enumerate(imgs):
-        for box in crop_boxes(im.shape[-2], im.shape[-1], crop, stride):
-            y1, y2, x1, x2 = box
-            pl, pr, pt, pb = _symmetric_pad(y2 - y1, x2 - x1, size_divisor)
-            groups.setdefault((y2 - y1 + pt + pb, x2 - x1 + pl + pr), []).append((i, box))
-
     canvases: List[Tensor] = [None] * len(imgs)  # allocated once Q and dtype are known
-    for (ph, pw), items in groups.items():
-        for start in range(0, len(items), crop_batch_size):
-            chunk = items[start:start + crop_batch_size]
-            batch = []
-            for i, (y1, y2, x1, x2) in chunk:
-                patch = imgs[i][:, y1:y2, x1:x2]
-                pad = _symmetric_pad(y2 - y1, x2 - x1, size_divisor)
-                batch.append(F.pad(patch, pad) if any(pad) else patch)
-            logits = encode_fn(torch.stack(batch, 0))
-            if logits.dim() != 4 or logits.shape[0] != len(chunk):
-                raise ValueError(f'encode_fn must return [n={len(chunk)}, Q, h, w] logits, '
-                                 f'got shape {tuple(logits.shape)}')
-            for j, (i, (y1, y2, x1, x2)) in enumerate(chunk):
-                # One crop at a time: full-res logits of a whole chunk can be GBs (Q=171, n=32).
-                up = logits[j:j + 1]
-                if tuple(up.shape[-2:]) != (ph, pw):
-                    up = F.interpolate(up, size=(ph, pw), mode='bilinear', align_corners=False)
-                pl, _, pt, _ = _symmetric_pad(y2 - y1, x2 - x1, size_divisor)
-                up = up[0, :, pt:pt + y2 - y1, pl:pl + x2 - x1]
-                if canvases[i] is None:
-                    dtype = accum_dtype or torch.promote_types(up.dtype, imgs[i].dtype)
-                    canvases[i] = up.new_zeros((up.shape[0],) + tuple(imgs[i].shape[-2:]),
-                                               dtype=dtype)
-                elif canvases[i].shape[0] != up.shape[0]:
-                    raise ValueError('encode_fn returned a varying number of channels '
-                                     f'({canvases[i].shape[0]} vs {up.shape[0]})')
-                canvases[i][:, y1:y2, x1:x2] += up.to(canvases[i].dtype)
+    for batch, chunk in iter_crop_batches(imgs, crop, stride, crop_batch_size, size_divisor):
+        logits = encode_fn(batch)
+        if logits.dim() != 4 or logits.shape[0] != len(chunk):
+            raise ValueError(f'encode_fn must return [n={len(chunk)}, Q, h, w] logits, '
+                             f'got shape {tuple(logits.shape)}')
+        ph, pw = batch.shape[-2:]
+        for j, (i, (y1, y2, x1, x2), (pl, _, pt, _)) in enumerate(chunk):
+            # One crop at a time: full-res logits of a whole chunk can be GBs (Q=171, n=32).
+            up = logits[j:j + 1]
+            if tuple(up.shape[-2:]) != (ph, pw):
+                up = F.interpolate(up, size=(ph, pw), mode='bilinear', align_corners=False)
+            up = up[0, :, pt:pt + y2 - y1, pl:pl + x2 - x1]
+            if canvases[i] is None:
+                dtype = accum_dtype or torch.promote_types(up.dtype, imgs[i].dtype)
+                canvases[i] = up.new_zeros((up.shape[0],) + tuple(imgs[i].shape[-2:]),
+                                           dtype=dtype)
+            elif canvases[i].shape[0] != up.shape[0]:
+                raise ValueError('encode_fn returned a varying number of channels '
+                                 f'({canvases[i].shape[0]} vs {up.shape[0]})')
+            canvases[i][:, y1:y2, x1:x2] += up.to(canvases[i].dtype)
 
-    out = []
-    for i, im in enumerate(imgs):
-        counts = count_map(im.shape[-2], im.shape[-1], crop, stride,
-                           device=canvases[i].device, dtype=canvases[i].dtype)
-        out.append(canvases[i] / counts)
-    return out
+    if not crop:  # one window per image: nothing to average
+        return canvases
+    return [canvas / count_map(im.shape[-2], im.shape[-1], crop, stride, device=canvas.device,
+                               dtype=canvas.dtype) for im, canvas in zip(imgs, canvases)]

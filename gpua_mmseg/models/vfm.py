@@ -19,6 +19,8 @@ from typing import Any, Dict, Optional, Union
 import torch
 import torch.nn as nn
 
+from .sliding import resize_to_patch_multiple
+
 __all__ = ['VFMEncoder', 'build_vfm_encoder']
 
 _CFG_KEYS = ('name', 'pretrained', 'model_kwargs')
@@ -115,6 +117,9 @@ class VFMEncoder(nn.Module):
         if model_kwargs is not None and not isinstance(model_kwargs, dict):
             raise ValueError(f'vfm.model_kwargs must be a dict, got {type(model_kwargs).__name__}')
         self.name = name
+        if pretrained is True:  # local copies first (GPUA_MMSEG_CACHE, HF cache), for every entry point
+            from ..weights import resolve_vfm_weights
+            pretrained = resolve_vfm_weights(name, True)
         self.pretrained = pretrained
         self.checkpoint = _resolve_checkpoint(name, pretrained)
         self.model = _create_timm_model(name, pretrained, self.checkpoint, model_kwargs or {})
@@ -154,27 +159,30 @@ class VFMEncoder(nn.Module):
         return (images01 - mean) / std
 
     def grid_size(self, height: int, width: int):
-        """Patch grid ``(h, w) = (H // p, W // p)`` of an ``H x W`` input."""
-        return height // self.patch_size, width // self.patch_size
+        """Patch grid ``(h, w)`` of an ``H x W`` input: ``H / p`` rounded to the nearest whole
+        number of patches, at least 1 (see :meth:`patch_features`)."""
+        p = self.patch_size
+        return max(1, int(round(height / p))), max(1, int(round(width / p)))
 
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
         """Last-layer patch tokens (after the final norm, prefix tokens dropped) on their grid.
 
         Args:
-            images: ``[B, 3, H, W]`` normalised images (see :meth:`normalize`). ``H`` and ``W``
-                should be multiples of ``patch_size``; otherwise the trailing ``H mod p`` rows /
-                ``W mod p`` columns are ignored, as timm's patch embedding does.
+            images: ``[B, 3, H, W]`` normalised images (see :meth:`normalize`), any ``H, W >= 1``.
+                A side that is not a multiple of ``patch_size`` (a DINOv2 patch-14 model on
+                16-pixel CLIP crops, a tiny image) is bilinearly resized to the nearest multiple
+                (at least one patch), so the token grid always spans the whole input and lines
+                up with the CLIP grid of the same crop; multiples are not resampled.
 
         Returns:
-            ``[B, H // p, W // p, embed_dim]`` tokens (not L2-normalised), in the dtype of the
-            model's parameters (or the autocast dtype), on the model's device.
+            ``[B, h, w, embed_dim]`` tokens with ``(h, w) = grid_size(H, W)`` (not
+            L2-normalised), in the dtype of the model's parameters (or the autocast dtype), on
+            the model's device.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
+        if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[-2:]) < 1:
             raise ValueError(f'expected images of shape [B, 3, H, W], got {tuple(images.shape)}')
         h, w = self.grid_size(images.shape[-2], images.shape[-1])
-        if h == 0 or w == 0:
-            raise ValueError(f'input {tuple(images.shape[-2:])} is smaller than one '
-                             f'{self.patch_size}x{self.patch_size} patch of VFM {self.name!r}')
+        images = resize_to_patch_multiple(images, self.patch_size)
         weight = self.model.patch_embed.proj.weight
         tokens = self.model.forward_features(images.to(device=weight.device, dtype=weight.dtype))
         n_prefix = self.num_prefix_tokens
