@@ -1,0 +1,236 @@
+"""Training the toy CLIP (image-caption contrastive) and the toy VFM (label-free dense InfoNCE).
+
+Both run on CPU with one thread and fixed seeds, so a given (seed, steps, batch) reproduces the
+same weights bit for bit on the same torch build (checked by ``tests/toyworld`` on a short
+prefix against ``prefix_sha256`` in the manifest).  Scenes are generated on the fly from
+``numpy.random.default_rng([data_seed, index, ...])``: step ``s`` uses scenes
+``s * batch .. (s + 1) * batch - 1`` of the training world, which never overlaps the evaluation
+worlds (other ``data_seed``).
+
+* CLIP: open_clip ``CLIP`` with average pooling (see :mod:`.models`); symmetric InfoNCE between
+  images and captions, where two samples whose captions name the same set of classes count as
+  positives of each other (soft targets), not as negatives.
+* VFM: timm DINOv3 ViT; two renderings of one layout (same geometry, new colours and new
+  background noise, crop offsets on the patch grid); InfoNCE between a patch of view A and the
+  patch covering the same layout pixels in view B, all other patches of the batch in view B
+  being negatives.
+"""
+import hashlib
+import json
+import math
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import TOY_VFM_NAME, clip_model_cfg, vfm_model_kwargs
+from .scenes import caption, class_presence, make_scene, render, sample_layout
+
+__all__ = ['state_dict_sha256', 'train_clip', 'train_vfm', 'CLIP_DEFAULTS', 'VFM_DEFAULTS',
+           'TRAIN_DATA_SEED']
+
+TRAIN_DATA_SEED = 1000  # training world; evaluation datasets use other seeds
+CLIP_DEFAULTS = dict(steps=1000, batch=128, lr=2e-3, wd=0.05, warmup=50, seed=0)
+VFM_DEFAULTS = dict(steps=400, batch=48, lr=2e-3, wd=0.05, warmup=30, seed=0, tau=0.1)
+
+# CLIP's normalisation (open_clip's OPENAI_DATASET_MEAN/STD) and timm's DINOv3 pretrained_cfg
+# (ImageNet): each encoder is trained with the statistics its loader will use.
+_CLIP_MEAN, _CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """sha256 over (name, dtype, shape, raw bytes) of every state-dict tensor, in key order."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.numpy().tobytes() if v.dtype != torch.bfloat16 else v.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _setup(seed: int) -> None:
+    torch.set_num_threads(1)  # bit-reproducible reductions; leaves the other cores free
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _to_tensor(images: np.ndarray, mean, std) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> normalised float [B, 3, H, W]."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def _log(logger: Optional[Callable], msg: str) -> None:
+    if logger is not None:
+        logger(msg)
+
+
+def train_clip(steps: int = CLIP_DEFAULTS['steps'], batch: int = CLIP_DEFAULTS['batch'],
+               lr: float = CLIP_DEFAULTS['lr'], wd: float = CLIP_DEFAULTS['wd'],
+               warmup: int = CLIP_DEFAULTS['warmup'], seed: int = CLIP_DEFAULTS['seed'],
+               size: int = 64, logger: Optional[Callable] = print, log_every: int = 50,
+               stop_after: Optional[int] = None, prefix_steps: int = 3):
+    """Train the toy CLIP -> (open_clip ``CLIP`` in eval mode, stats dict).
+
+    stats: ``loss_first``, ``loss_last`` (mean of the last 20 steps), ``seconds``, ``steps``,
+    ``prefix_sha256`` (:func:`state_dict_sha256` after ``prefix_steps`` steps: the cheap
+    reproducibility check).  ``stop_after=k`` stops after k steps of the ``steps``-step schedule.
+    """
+    from open_clip.model import CLIP
+    from open_clip.tokenizer import SimpleTokenizer
+    _setup(seed)
+    model = CLIP(**clip_model_cfg())
+    tok = SimpleTokenizer(context_length=model.context_length)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embedding' not in n)]
+    opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=rest, weight_decay=0.)],
+                            lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    cap_rng = np.random.default_rng([seed, 7])
+    losses, t0, prefix = [], time.time(), None
+    model.train()
+    for step in range(steps):
+        imgs, caps, sets = [], [], []
+        for i in range(batch):
+            img, lab, _ = make_scene(TRAIN_DATA_SEED, step * batch + i, size)
+            present = class_presence(lab)
+            imgs.append(img)
+            caps.append(caption(present, cap_rng))
+            sets.append(sum(1 << c for c in present))
+        x = _to_tensor(np.stack(imgs), _CLIP_MEAN, _CLIP_STD)
+        text = tok(caps)
+        same = torch.tensor(sets).view(-1, 1) == torch.tensor(sets).view(1, -1)
+        target = same.float() / same.float().sum(1, keepdim=True)
+        for g in opt.param_groups:
+            g['lr'] = _lr_at(step, steps, lr, warmup)
+        img_f, txt_f, scale = model(x, text)
+        logits = scale * img_f @ txt_f.t()
+        loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                      + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        if step + 1 == prefix_steps:
+            prefix = state_dict_sha256(model)
+        if stop_after is not None and step + 1 >= stop_after:
+            break
+        if step % log_every == 0 or step == steps - 1:
+            _log(logger, f'clip step {step}/{steps} loss {loss.item():.4f} '
+                         f'scale {model.logit_scale.exp().item():.1f} {time.time() - t0:.0f}s')
+    model.eval()
+    return model, dict(loss_first=losses[0], loss_last=float(np.mean(losses[-20:])),
+                       seconds=round(time.time() - t0, 1), steps=len(losses),
+                       prefix_steps=prefix_steps, prefix_sha256=prefix)
+
+
+def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int):
+    """Two renderings of ``batch`` layouts -> (view A, view B uint8 [B, S, S, 3], offsets [B, 2, 2])."""
+    rng = np.random.default_rng([TRAIN_DATA_SEED, step, 99])
+    n_off = (canvas - size) // patch + 1
+    va, vb, offs = [], [], []
+    for i in range(batch):
+        idx = 10_000_000 + step * batch + i
+        layout = sample_layout(TRAIN_DATA_SEED, idx, canvas)
+        o = rng.integers(0, n_off, size=(2, 2)) * patch
+        a, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 1]), tuple(o[0]), size)
+        b, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 2]), tuple(o[1]), size)
+        va.append(a)
+        vb.append(b)
+        offs.append(o)
+    return np.stack(va), np.stack(vb), np.stack(offs)
+
+
+def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['batch'],
+              lr: float = VFM_DEFAULTS['lr'], wd: float = VFM_DEFAULTS['wd'],
+              warmup: int = VFM_DEFAULTS['warmup'], seed: int = VFM_DEFAULTS['seed'],
+              tau: float = VFM_DEFAULTS['tau'], size: int = 64,
+              logger: Optional[Callable] = print, log_every: int = 50,
+              stop_after: Optional[int] = None, prefix_steps: int = 3):
+    """Train the toy VFM -> (timm model in eval mode, stats dict) with dense patch InfoNCE."""
+    import timm
+    _setup(seed)
+    model = timm.create_model(TOY_VFM_NAME, pretrained=False, num_classes=0,
+                              dynamic_img_size=True, **vfm_model_kwargs())
+    cfg = model.pretrained_cfg
+    mean, std = tuple(cfg['mean']), tuple(cfg['std'])
+    patch = model.patch_embed.patch_size[0]
+    g = size // patch
+    npre = model.num_prefix_tokens
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd, betas=(0.9, 0.98))
+    ii, jj = torch.meshgrid(torch.arange(g), torch.arange(g), indexing='ij')
+    losses, t0, prefix = [], time.time(), None
+    model.train()
+    for step in range(steps):
+        va, vb, offs = _vfm_views(step, batch, size, size + 2 * patch, patch)
+        x = torch.cat([_to_tensor(va, mean, std), _to_tensor(vb, mean, std)])
+        for grp in opt.param_groups:
+            grp['lr'] = _lr_at(step, steps, lr, warmup)
+        tok = model.forward_features(x)[:, npre:]  # [2B, g*g, D]
+        tok = F.normalize(tok, dim=-1)
+        ta, tb = tok[:batch], tok[batch:].reshape(batch * g * g, -1)
+        # patch (i, j) of A covers layout pixels (oa + p*(i, j)); in B that is patch i + dA/p
+        d = torch.from_numpy((offs[:, 0] - offs[:, 1]) // patch)  # [B, 2]
+        bi = ii.reshape(1, -1) + d[:, :1]
+        bj = jj.reshape(1, -1) + d[:, 1:]
+        valid = (bi >= 0) & (bi < g) & (bj >= 0) & (bj < g)
+        tgt = torch.arange(batch).view(-1, 1) * g * g + bi.clamp(0, g - 1) * g + bj.clamp(0, g - 1)
+        qa = ta.reshape(batch * g * g, -1)[valid.reshape(-1)]
+        tgt = tgt.reshape(-1)[valid.reshape(-1)]
+        logits = qa @ tb.t() / tau
+        loss = 0.5 * (F.cross_entropy(logits, tgt)
+                      + F.cross_entropy(tb[tgt] @ qa.t() / tau, torch.arange(len(tgt))))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step + 1 == prefix_steps:
+            prefix = state_dict_sha256(model)
+        if stop_after is not None and step + 1 >= stop_after:
+            break
+        if step % log_every == 0 or step == steps - 1:
+            _log(logger, f'vfm step {step}/{steps} loss {loss.item():.4f} {time.time() - t0:.0f}s')
+    model.eval()
+    return model, dict(loss_first=losses[0], loss_last=float(np.mean(losses[-20:])),
+                       seconds=round(time.time() - t0, 1), steps=len(losses),
+                       prefix_steps=prefix_steps, prefix_sha256=prefix)
+
+
+def save_weights(model: torch.nn.Module, path: str, dtype: Optional[torch.dtype] = None) -> str:
+    """Write the state dict as safetensors (optionally cast, e.g. fp16) atomically -> sha256."""
+    from safetensors.torch import save_file
+
+    from ..utils import atomic_write
+    sd = {k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
+          .contiguous().clone() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(sd, tmp))
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def update_manifest(path: str, key: str, entry: Dict) -> Dict:
+    """Set ``manifest[key] = entry`` in the JSON file ``path`` (created if absent), atomically."""
+    import os.path as osp
+
+    from ..utils import atomic_write_text
+    manifest = {}
+    if osp.isfile(path):
+        with open(path) as f:
+            manifest = json.load(f)
+    manifest[key] = entry
+    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + '\n')
+    return manifest

@@ -1,0 +1,15 @@
+"""Train the toy-world CLIP (CPU, one thread, seeded) and record it in manifest.json.
+
+Usage: python tools/toyworld_train_clip.py [--out gpua_mmseg/data/toyworld/toy_clip.safetensors]
+       [--steps N --batch B --lr LR --seed S ...]
+Defaults reproduce the shipped weights bit for bit (same torch build, CPU).
+"""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from toyworld_train import main  # noqa: E402
+
+if __name__ == '__main__':
+    sys.exit(main('clip'))
