@@ -11,12 +11,9 @@ model = dict(
     logit_scale=40.0,
     prob_thd=0.5,
     area_thd=None,
+    bg_idx=0,  # class 0 is the background class
 )
 
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 448), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
+test_pipeline = _base_.test_pipeline[:1] + [
+    dict(type='Resize', scale=(2048, 448), keep_ratio=True)] + _base_.test_pipeline[2:]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

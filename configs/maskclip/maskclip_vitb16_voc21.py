@@ -10,4 +10,5 @@ model = dict(
     logit_scale=40.0,
     prob_thd=0.1,
     area_thd=None,
+    bg_idx=0,  # class 0 is the background class
 )

@@ -1,14 +1,8 @@
 # SC-CLIP (self-calibrated CLIP; ViT-B/16 defaults of the published code), CLIP ViT-B/16, coco_stuff164k.
 # Logit scale and thresholds as in the benchmarks table (SC-CLIP column).
-_base_ = [
-    '../_base_/models/clip_baseline.py',
-    '../_base_/datasets/coco_stuff164k.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['../_base_/models/scclip.py', '../_base_/datasets/coco_stuff164k.py',
+          '../_base_/default_runtime.py']
 model = dict(
-    clip_mode='scclip',
-    clip_mode_cfg=dict(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3,
-                       multi_end_idx=10, res_cls=0.3),
     class_names='coco_stuff164k',
     logit_scale=40.0,
     prob_thd=0.0,
@@ -16,10 +10,6 @@ model = dict(
 )
 
 # SC-CLIP evaluates COCO-Stuff at short side 336 (SCLIP: 448, the dataset default)
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 336), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
+test_pipeline = _base_.test_pipeline[:1] + [
+    dict(type='Resize', scale=(2048, 336), keep_ratio=True)] + _base_.test_pipeline[2:]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

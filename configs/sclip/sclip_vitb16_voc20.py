@@ -1,12 +1,8 @@
 # SCLIP (correlative self-attention in the last block; residual and FFN kept), CLIP ViT-B/16, voc20.
 # Logit scale and thresholds as in the benchmarks table (SCLIP column).
-_base_ = [
-    '../_base_/models/clip_baseline.py',
-    '../_base_/datasets/voc20.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['../_base_/models/sclip.py', '../_base_/datasets/voc20.py',
+          '../_base_/default_runtime.py']
 model = dict(
-    clip_mode='sclip',
     class_names='voc20',
     logit_scale=40.0,
     prob_thd=0.0,

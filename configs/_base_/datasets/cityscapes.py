@@ -5,12 +5,8 @@
 _base_ = ['./_ovss_test.py']
 dataset_type = 'CityscapesDataset'
 data_root = 'data/cityscapes'
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 560), keep_ratio=True),  # short side 560
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
+test_pipeline = _base_.test_pipeline[:1] + [
+    dict(type='Resize', scale=(2048, 560), keep_ratio=True)] + _base_.test_pipeline[2:]
 test_dataloader = dict(dataset=dict(
     type=dataset_type,
     data_root=data_root,

@@ -1,12 +1,4 @@
-# Pascal Context val, 59 classes: background (label 0) ignored.
-# Data layout: MMSeg's "Prepare datasets" guide; override the location with
-#   --cfg-options test_dataloader.dataset.data_root=/path/to/it
-_base_ = ['./_ovss_test.py']
+# Pascal Context val, 59 classes: background (label 0) ignored (the Context-60 setup otherwise).
+_base_ = ['./context60.py']
 dataset_type = 'GPUAPascalContext59Dataset'
-data_root = 'data/VOCdevkit/VOC2010'
-test_dataloader = dict(dataset=dict(
-    type=dataset_type,
-    data_root=data_root,
-    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassContext'),
-    ann_file='ImageSets/SegmentationContext/val.txt',
-    reduce_zero_label=True))
+test_dataloader = dict(dataset=dict(type=dataset_type, reduce_zero_label=True))

@@ -11,9 +11,11 @@ model = dict(
     class_names='voc21',
     templates='openai_imagenet',
     slide_crop=224, slide_stride=112, crop_batch_size=32,
-    logit_scale=40.0, prob_thd=0.0, area_thd=None, bg_idx=0,
+    # 'auto': the class named background / bg / other / void, if the vocabulary has one, else
+    # none (prob_thd must then be 0); a dataset whose background class has another name (VOC21's
+    # is a list of background words) sets bg_idx=0 in its method config.
+    logit_scale=40.0, prob_thd=0.0, area_thd=None, bg_idx='auto',
     pamr_steps=0, pamr_dilations=(8, 16),
     autocast_dtype=None,
-    vfm=None,
-    decode_head=None,
+    # GPUA configs add vfm=dict(...) and decode_head=dict(type='GPUAHead', ...)
 )
