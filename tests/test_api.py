@@ -6,7 +6,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from gpua_mmseg.apis import OpenVocabSegmenter, parse_vocabulary
+from gpua_mmseg.apis import OpenVocabSegmenter, Vocabulary
 from gpua_mmseg.vis import class_palette, render_overlay
 
 TINY_CLIP = dict(name='tiny', pretrained=None, model_cfg=dict(
@@ -27,13 +27,13 @@ def seg():
 
 
 def test_parse_vocabulary_forms():
-    assert parse_vocabulary('cat, kitty; sofa ;background') == [['cat', 'kitty'], ['sofa'],
-                                                                ['background']]
-    assert parse_vocabulary(['cat, kitty', ['sofa', 'couch']]) == [['cat', 'kitty'],
-                                                                   ['sofa', 'couch']]
-    for bad in ('', 'cat;;dog', 'cat; dog;', ['cat', 3], 'cat; Cat'):
+    assert Vocabulary.parse('cat, kitty; sofa ;background').classes == [['cat', 'kitty'],
+                                                                        ['sofa'], ['background']]
+    assert Vocabulary.parse(['cat, kitty', ['sofa', 'couch']]).classes == [['cat', 'kitty'],
+                                                                           ['sofa', 'couch']]
+    for bad in ('', 'cat;;dog', 'cat; dog;', ['cat', 3], 'cat, Cat'):
         with pytest.raises(ValueError):
-            parse_vocabulary(bad)
+            Vocabulary.parse(bad)
 
 
 @pytest.mark.parametrize('kind', ['array', 'pil', 'path'])

@@ -120,9 +120,9 @@ def test_gpua_fit_then_reuse(demo, tmp_path, monkeypatch, capsys):
     assert demo.main(args) == 0  # second run: the cached fit is reused
     assert 'fitted earlier' in capsys.readouterr().out
     # without --fit, a missing artifact is a clear error
-    assert demo.main(args[:-1]) == 1
+    assert demo.main(args[:-1]) == 2
     assert '--fit' in capsys.readouterr().err
-    assert demo.main(args[:-1] + ['--classes', 'cat;;dog']) == 1
+    assert demo.main(args[:-1] + ['--classes', 'cat;;dog']) == 2
     assert 'empty' in capsys.readouterr().err
 
 

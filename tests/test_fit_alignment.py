@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from gpua_mmseg.vocabulary import Vocabulary
 import torch
 
 import gpua_mmseg.models  # noqa: F401  (mmcv-lite placeholder before mmseg)
@@ -120,9 +122,10 @@ def test_interrupted_fit_resumes_to_the_same_artifact(toy, tmp_path):
     assert {f: os.stat(osp.join(cache2, key, f)).st_mtime_ns for f in shards} == mtimes
     same_artifacts(ref, out)
     meta = AlignmentMap.load(out).meta
-    queries = [q.strip() for line in open(osp.join(ROOT, 'gpua_mmseg/datasets/class_names/'
-                                                   'voc21.txt')) for q in line.split(', ')]
-    assert meta['vocabulary'] == queries and meta['vfm'] == 'vit_base_patch16_dinov3.lvd1689m'
+    voc = Vocabulary.parse(osp.join(ROOT, 'gpua_mmseg/datasets/class_names/voc21.txt'))
+    assert meta['vocabulary'] == voc.classes and meta['vocab_hash'] == voc.hash
+    assert meta['identity']['vocab_hash'] == voc.hash and meta['identity']['method'] == 'gpua'
+    assert meta['vfm'] == 'vit_base_patch16_dinov3.lvd1689m'
     assert meta['vlm'] == 'tiny' and meta['n_images'] == 4 and meta['method'] == 'gpua'
     # 4 images of 64x96 -> 2 windows of 64x64 -> 2 * 16 patches each
     assert meta['n_samples'] == 4 * 2 * 16

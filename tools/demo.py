@@ -23,6 +23,7 @@ SAMPLE_CLASSES = ('background; person, astronaut, man; cat, kitten; cup, mug, co
                   'sky; tree; building; grass; coin')
 USER_DEFAULT_CLASSES = 'background; person; cat; dog; car; tree; sky; building'
 EXIT_NO_WEIGHTS = 2
+EXIT_BAD_INPUT = 2  # bad vocabulary, config, artifact or --fit-options
 
 RANDOM_BANNER = '\n'.join([
     '#' * 78,
@@ -89,22 +90,29 @@ def _weights_arg(args):
 
 
 def _prepare_gpua(seg, args, items):
-    """Attach a GPUA head that matches the vocabulary: an existing artifact, a cached fit, or a
-    fresh fit on ``items`` (``--fit``)."""
+    """Attach a GPUA head that matches the model and the vocabulary: the config's (or
+    ``--alignment``) artifact, a cached demo fit with the same identity, or (``--fit``) a
+    fresh fit on ``items``.  With ``--fit`` a mismatching artifact is never fatal."""
     from gpua_mmseg.apis.fit import (default_alignment_path, fit_alignment_on_images,
                                      install_alignment)
-    if seg.head_cfg is None or seg.gpua_vocabulary_matches():
+    if seg.head_cfg is None or (seg.is_gpua and seg.gpua_vocabulary_matches()):
         return
     if not args.fit:
         print('WARNING: the GPUA artifact was fitted for another vocabulary; add --fit to fit '
               'one for this vocabulary on the given images.', file=sys.stderr)
         return
+    if seg.alignment_problem:
+        print(f'note: {seg.alignment_problem.splitlines()[0]}')
     cached = default_alignment_path(seg)
     if osp.isfile(cached):
-        install_alignment(seg, cached)
-        if seg.gpua_vocabulary_matches():
-            print(f'using the GPUA artifact fitted earlier for this vocabulary: {cached}')
+        try:
+            install_alignment(seg, cached)
+            print(f'using the GPUA artifact fitted earlier for these encoders and this '
+                  f'vocabulary: {cached}')
             return
+        except ValueError as e:  # corrupt or foreign: refit over it
+            print(f'WARNING: ignoring the cached GPUA artifact ({str(e).splitlines()[0]}); '
+                  'refitting', file=sys.stderr)
     print(f'fitting a GPUA map on {len(items)} images for this vocabulary ...')
     t0 = time.perf_counter()
     path = fit_alignment_on_images(seg, [img for _, img in items], cached,
@@ -121,8 +129,9 @@ def run(args) -> int:
         items = [(osp.splitext(osp.basename(p))[0], p) for p in list_images(args.inputs)]
         if not items:
             print(f'no images found in {args.inputs}', file=sys.stderr)
-            return 1
-    classes = args.classes or (SAMPLE_CLASSES if use_samples else USER_DEFAULT_CLASSES)
+            return EXIT_BAD_INPUT
+    classes = args.classes if args.classes is not None else (
+        SAMPLE_CLASSES if use_samples else USER_DEFAULT_CLASSES)  # --classes "" is an error
     if args.weights == 'random':
         print(RANDOM_BANNER, flush=True)
         print(RANDOM_BANNER, file=sys.stderr, flush=True)
@@ -142,8 +151,12 @@ def run(args) -> int:
                                  alignment=args.alignment, require_alignment=not args.fit)
     except (FileNotFoundError, ValueError) as e:  # missing artifact / bad vocabulary or config
         print(f'ERROR: {e}', file=sys.stderr)
-        return 1
-    _prepare_gpua(seg, args, items)
+        return EXIT_BAD_INPUT
+    try:
+        _prepare_gpua(seg, args, items)
+    except (FileNotFoundError, ValueError) as e:  # bad --fit-options, too few images, ...
+        print(f'ERROR: {e}', file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f'model ready in {time.perf_counter() - t0:.1f} s ({seg.config_path}, device '
           f'{seg.device}); {len(seg.classes)} classes: {", ".join(seg.names)}', flush=True)
 

@@ -32,7 +32,7 @@ def main(argv=None):
     from gpua_mmseg.alignment import GPUAConfig, SOTAlignConfig, fit_gpua, fit_sotalign
     from gpua_mmseg.alignment._checks import l2n
     from gpua_mmseg.alignment.synthetic import make_problem, random_orthogonal
-    from gpua_mmseg.vis_alignment import plot_before_after
+    from gpua_mmseg.vis.alignment import plot_before_after
 
     if args.n < args.classes or args.classes < 2 or args.dim < 2:
         sys.exit('error: need --n >= --classes >= 2 and --dim >= 2')
@@ -74,7 +74,7 @@ def main(argv=None):
                                               f'after: SOTAlign ({args.pairs} pairs)': semi.W},
                       png, title='VFM patches (dots) and text prototypes (stars) in CLIP space')
     summary = osp.join(args.out, 'summary.json')
-    from gpua_mmseg.alignment.artifact import atomic_write
+    from gpua_mmseg.utils.atomic import atomic_write
 
     def write(tmp):
         with open(tmp, 'w') as f:

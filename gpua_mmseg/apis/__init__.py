@@ -8,7 +8,7 @@ import importlib
 _EXPORTS = {
     'OpenVocabSegmenter': 'segmenter', 'SegResult': 'segmenter', 'ManyReport': 'segmenter',
     'list_images': 'io', 'load_image': 'io',
-    'parse_vocabulary': 'vocabulary', 'display_names': 'vocabulary',
+    'Vocabulary': '..vocabulary',
     'resolve_config': 'configs', 'list_config_names': 'configs', 'preflight_weights': 'configs',
     'atomic_save': 'io', 'label_map_image': 'io',
     'fit_alignment_on_images': 'fit', 'default_alignment_path': 'fit',
@@ -18,7 +18,9 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)
+        mod = _EXPORTS[name]
+        return getattr(importlib.import_module(mod if mod.startswith('.') else f'.{mod}',
+                                               __name__), name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 

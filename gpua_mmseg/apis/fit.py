@@ -14,32 +14,46 @@ import torch
 __all__ = ['default_alignment_path', 'fit_alignment_on_images', 'install_alignment']
 
 logger = logging.getLogger(__name__)
+#: Prototypes of demo fits: one per query (synonym), as in tools/fit_alignment.py's default.
+PROTOTYPE_MODE = 'query'
 
 
 def default_alignment_path(seg) -> str:
-    """``$GPUA_MMSEG_CACHE/alignments/<config>_<vocab hash>.safetensors`` for ``seg``'s config
-    and current vocabulary (the demo looks there before fitting)."""
-    from ..alignment import vocabulary_hash
+    """``$GPUA_MMSEG_CACHE/alignments/<config>_<identity key>.safetensors``: the demo's cached
+    map for ``seg``'s config, encoders (names, weights, activation), ``clip_mode`` and current
+    vocabulary (:func:`gpua_mmseg.models.identity.identity_key`), so a map fitted for other
+    weights or another vocabulary is never picked up."""
+    from ..models.identity import identity_key
     from ..weights import cache_dir
     stem = osp.splitext(osp.basename(seg.config_path))[0]
-    return osp.join(cache_dir(), 'alignments', f'{stem}_{vocabulary_hash(seg.classes)}.safetensors')
+    return osp.join(cache_dir(), 'alignments',
+                    f'{stem}_{identity_key(seg.identity(PROTOTYPE_MODE))}.safetensors')
 
 
-def install_alignment(seg, path: str) -> None:
-    """Build the config's ``GPUAHead`` on ``path`` and attach it (and the VFM) to ``seg.model``.
+def install_alignment(seg, path: str, vocabulary_must_match: bool = True) -> None:
+    """Build the config's ``GPUAHead`` on ``path``, check it and attach it (with the VFM) to
+    ``seg.model`` (:meth:`GPUASegmentor.attach_gpua`).
+
+    Args:
+        vocabulary_must_match: False accepts a map fitted for another vocabulary (it still
+            runs, off-distribution; the caller warns).
 
     Raises:
-        ValueError: the artifact does not fit the VFM / CLIP widths (message says how to refit).
+        ValueError: a corrupt artifact, or one fitted for other encoders / weights /
+            ``clip_mode`` (or vocabulary); the message lists every mismatch and the refit.
     """
     from mmseg.registry import MODELS
-    m = seg.model
     if seg.head_cfg is None:
         raise ValueError(f'config {seg.config_path} is not a GPUA config (no decode_head); use a '
                          'gpua_* config to load an alignment')
-    head = MODELS.build(dict(seg.head_cfg, alignment_path=path)).to(seg.device)
+    head = MODELS.build(dict(seg.head_cfg, alignment_path=path))
     vfm = seg.vfm_encoder()
-    head.validate(dv=vfm.embed_dim, dc=m.clip_encoder.embed_dim)
-    m.vfm_encoder, m.decode_head = vfm, head
+    expected = seg.identity(None)
+    if not vocabulary_must_match:
+        expected.pop('vocab_hash')
+    head.validate(dv=vfm.embed_dim, dc=seg.model.clip_encoder.embed_dim, identity=expected)
+    seg.model.attach_gpua(vfm, head, check=False)
+    seg.alignment_problem = None
 
 
 def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = None,
@@ -47,18 +61,23 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
     """Fit an unsupervised GPUA map on ``images`` for ``seg``'s current vocabulary, save it and
     install it into ``seg``.
 
+    The artifact records the identity (:meth:`OpenVocabSegmenter.identity`) and the
+    vocabulary in its canonical nested form, so ``--alignment`` with that file works later.
+
     Args:
         seg: an :class:`OpenVocabSegmenter` built from a GPUA config.
         images: paths / PIL images / uint8 arrays (a few dozen are plenty for a demo).
         out_path: artifact file; default :func:`default_alignment_path`.
-        config: :class:`gpua_mmseg.alignment.GPUAConfig` fields to override.
+        config: :class:`gpua_mmseg.alignment.GPUAConfig` fields to override (checked before
+            any feature is extracted).
         seed: makes the fit deterministic.
 
     Returns:
         The artifact path.
 
     Raises:
-        ValueError: not a GPUA config, no images, or fewer patch rows than text queries.
+        ValueError: not a GPUA config, bad ``config`` fields, no images, or fewer patch rows
+            than text queries.
     """
     from ..alignment import GPUAConfig, fit_gpua
     from ..fitting.extract import extract_image_features
@@ -67,6 +86,14 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
     if seg.head_cfg is None:
         raise ValueError(f'--fit needs a GPUA config (with vfm= and decode_head=); '
                          f'{seg.config_path} is CLIP-only')
+    known = set(GPUAConfig.__dataclass_fields__)
+    unknown = sorted(set(config or {}) - known)
+    if unknown:
+        raise ValueError(f'unknown --fit-options {unknown}; GPUAConfig fields are {sorted(known)}')
+    try:
+        cfg = GPUAConfig(**(config or {}))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f'invalid --fit-options {config}: {e}') from None
     out_path = out_path or default_alignment_path(seg)
     m, vfm = seg.model, seg.vfm_encoder()
     t0 = time.perf_counter()
@@ -74,18 +101,20 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
     with torch.no_grad():
         for img in images:
             x = seg._prepare(load_image(img))[0] / 255.0
-            ref = m.clip_encoder.mean
-            feats = extract_image_features(m, vfm, x.to(ref.device))
+            feats = extract_image_features(m, vfm, x.to(m.clip_encoder.mean.device))
             clip_rows.append(feats['clip'].float().cpu())
             vfm_rows.append(feats['vfm'].float().cpu())
     if not clip_rows:
         raise ValueError('--fit needs at least one image to fit on')
-    T, _, _ = build_prototypes(m, 'query')
-    cfg = GPUAConfig(**(config or {}))
-    meta = dict(vfm=vfm.describe(), vlm=getattr(m.clip_encoder, 'info', {}).get('name'),
-                fit_images=len(clip_rows), source='demo --fit', config=seg.config_path)
+    T, _, _ = build_prototypes(m, PROTOTYPE_MODE)
+    vocab = seg.vocabulary
+    identity = seg.identity(PROTOTYPE_MODE)
+    meta = dict(identity=dict(identity, method='gpua'), vfm=identity['vfm'],
+                vlm=identity['vlm'], clip_mode=identity['clip_mode'],
+                prototype_mode=PROTOTYPE_MODE, fit_images=len(clip_rows), source='demo --fit',
+                config=seg.config_path, vfm_checkpoint=vfm.describe())
     amap = fit_gpua(torch.cat(vfm_rows), torch.cat(clip_rows), T, cfg, seed=seed,
-                    vocabulary=[list(c) for c in seg.classes], meta=meta)
+                    vocabulary=vocab.classes, meta=meta)
     amap.save(out_path)
     logger.info('fitted GPUA on %d images (%d patches) in %.1f s -> %s', len(clip_rows),
                 sum(r.shape[0] for r in clip_rows), time.perf_counter() - t0, out_path)

@@ -2,11 +2,11 @@
 raw label-map images."""
 import os
 import os.path as osp
-import tempfile
-
 from typing import Iterable, List, Union
 
 import numpy as np
+
+from ..utils.atomic import atomic_write
 
 __all__ = ['atomic_save', 'label_map_image', 'load_image', 'list_images', 'IMAGE_EXTENSIONS']
 
@@ -35,21 +35,12 @@ def label_map_image(labels: np.ndarray, num_classes: int):
 
 
 def atomic_save(image, path: str, **save_kw) -> str:
-    """Save a PIL image so that ``path`` never holds a half-written file: write to a temporary
-    file in the same folder, then ``os.replace``.  The format follows the extension."""
+    """Save a PIL image with :func:`gpua_mmseg.utils.atomic_write` (``path`` never holds a
+    half-written file; umask-respecting mode).  The format follows the extension."""
     path = osp.abspath(path)
-    folder = osp.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            fmt = osp.splitext(path)[1].lstrip('.').upper()
-            image.save(f, format={'JPG': 'JPEG', 'TIF': 'TIFF'}.get(fmt, fmt or 'PNG'), **save_kw)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fmt = osp.splitext(path)[1].lstrip('.').upper()
+    fmt = {'JPG': 'JPEG', 'TIF': 'TIFF'}.get(fmt, fmt or 'PNG')
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **save_kw))
     return path
 
 

@@ -21,12 +21,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..vocabulary import Vocabulary
 from .configs import resize_scale_of, resolve_config
 from .io import IMAGE_EXTENSIONS, list_images, load_image
-from .vocabulary import (Vocabulary, background_index, display_names, parse_vocabulary,
-                         vocabulary_key)
 
 __all__ = ['OpenVocabSegmenter', 'SegResult', 'ManyReport', 'load_image', 'list_images',
            'IMAGE_EXTENSIONS']
@@ -47,13 +45,13 @@ class SegResult:
     """
     labels: np.ndarray
     scores: np.ndarray
-    classes: Vocabulary
+    classes: List[List[str]]
     image: np.ndarray
     seconds: float = 0.0
 
     @property
     def names(self) -> List[str]:
-        return display_names(self.classes)
+        return [syns[0] for syns in self.classes]
 
     def overlay_with_legend(self, alpha: float = 0.5, legend: bool = True):
         """-> ``(PIL image, legend entries)``; see :func:`gpua_mmseg.vis.render_overlay`."""
@@ -83,6 +81,16 @@ class ManyReport:
         return len(self.paths) / self.seconds if self.seconds > 0 else float('inf')
 
 
+def _without_delete_markers(obj):
+    """MMEngine keeps ``_delete_=True`` in a dict that replaced a non-dict base value (the
+    CLIP-only base's ``vfm=None``); builders must not see it."""
+    if isinstance(obj, dict):
+        return {k: _without_delete_markers(v) for k, v in obj.items() if k != '_delete_'}
+    if isinstance(obj, list):
+        return [_without_delete_markers(v) for v in obj]
+    return obj
+
+
 def _pick_device(device) -> torch.device:
     if device is None:
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -96,29 +104,35 @@ class OpenVocabSegmenter:
         config_or_name: ``'sclip'`` | ``'scclip'`` | ``'gpua_scclip'`` | any short name under
             ``configs/`` | a config file path.  Only the ``model`` part and the test resize are
             used; the config's dataset vocabulary is replaced by ``classes``.
-        classes: ``"cat, kitty; sofa; background"`` or ``['cat', ['sofa', 'couch']]``.  A class
+        classes: anything :meth:`gpua_mmseg.vocabulary.Vocabulary.parse` accepts, e.g.
+            ``"cat, kitty; sofa; background"`` or ``['cat', ['sofa', 'couch']]``.  A class
             named ``background`` becomes the threshold fallback (``bg_idx``); without one,
             ``prob_thd`` is switched off.
         device: ``None`` (CUDA if available, else CPU), or any torch device string.
         weights: ``None`` (resolve the config's weights locally first; see
-            :mod:`gpua_mmseg.weights`), ``'random'`` (random init: pipeline tests only) or
-            ``dict(clip=path, vfm=path)``.
+            :mod:`gpua_mmseg.weights`), ``'random'`` (random init, seeded with ``seed`` so that
+            two runs build the same model: pipeline tests only) or ``dict(clip=path, vfm=path)``.
         cfg_options: dotted overrides merged into the config, e.g.
             ``{'model.slide_stride': 224}``.
         alignment: GPUA configs only: artifact path replacing ``decode_head.alignment_path``.
-        require_alignment: GPUA configs only: when False and the artifact file is missing, the
-            model is built CLIP-only and the head is attached later by
-            :func:`gpua_mmseg.apis.fit.fit_alignment_on_images` (demo ``--fit``).
+        require_alignment: GPUA configs only.  True: the artifact must exist and match the
+            model (encoders, weights, activation, ``clip_mode``; a different vocabulary only
+            warns).  False (demo ``--fit``): a missing or mismatching artifact leaves the model
+            CLIP-only until :func:`gpua_mmseg.apis.fit.fit_alignment_on_images` attaches a
+            fitted head; :attr:`alignment_problem` says why.
+        seed: seed of randomly initialised encoders.
 
     Raises:
         gpua_mmseg.weights.WeightsNotFoundError: weights missing while offline.
-        ValueError / FileNotFoundError: bad vocabulary / config.
+        ValueError / FileNotFoundError: bad vocabulary / config, or (``require_alignment``)
+            a missing or mismatching artifact.
     """
 
     def __init__(self, config_or_name: str = 'sclip',
-                 classes: Union[str, List] = 'background; person; cat; dog',
+                 classes: Union[str, List, Vocabulary] = 'background; person; cat; dog',
                  device=None, weights=None, cfg_options: Optional[Dict[str, Any]] = None,
-                 alignment: Optional[str] = None, require_alignment: bool = True):
+                 alignment: Optional[str] = None, require_alignment: bool = True,
+                 seed: int = 0):
         from mmengine.config import Config
 
         from ..weights import apply_weights
@@ -131,43 +145,66 @@ class OpenVocabSegmenter:
         self.cfg = cfg
         self.resize_scale = resize_scale_of(cfg)
         self.weights = weights
-        vocab = parse_vocabulary(classes)
-        model_cfg = cfg.to_dict()['model'] if hasattr(cfg, 'to_dict') else dict(cfg.model)
-        # Thresholds are the config's; whether they apply depends on the vocabulary.
+        self.seed = int(seed)
+        vocab = Vocabulary.parse(classes)
+        model_cfg = _without_delete_markers(cfg.to_dict()['model'])
+        # Thresholds are the config's; whether prob_thd applies depends on the vocabulary.
         self._prob_thd = float(model_cfg.get('prob_thd', 0.0))
-        model_cfg.update(class_names=vocab, **self._thresholds(vocab))
+        model_cfg.update(class_names=vocab.classes, bg_idx='auto',
+                         prob_thd=self._prob_thd if vocab.background_index is not None else 0.0)
         model_cfg = apply_weights(model_cfg, weights)
         self.head_cfg = model_cfg.get('decode_head')
         self._vfm_cfg = model_cfg.get('vfm')
+        self._pending_vfm = None
+        self.alignment_problem: Optional[str] = None
         if self.head_cfg is not None:
             self.head_cfg = dict(self.head_cfg, config_path=self.config_path)
             if alignment is not None:
                 self.head_cfg['alignment_path'] = os.fspath(alignment)
-            art = osp.expanduser(str(self.head_cfg.get('alignment_path', '')))
-            if not osp.isfile(art):
-                if require_alignment:
-                    raise FileNotFoundError(
-                        f'GPUA alignment artifact {art!r} (config {self.config_path}) does not '
-                        'exist. Fit one for your vocabulary: tools/demo.py IMAGES --config '
-                        f'{config_or_name} --classes "..." --fit, or tools/fit_alignment.py; or '
-                        'pass alignment=/path/to/artifact.safetensors')
-                # CLIP-only until fit_alignment_on_images() attaches VFM + head.
-                model_cfg = dict(model_cfg, vfm=None, decode_head=None)
-            else:
-                model_cfg = dict(model_cfg, decode_head=self.head_cfg)
-        self.model_cfg = model_cfg
+        # The VFM and head are attached after the identity check (below), never by the build.
+        self.model_cfg = dict(model_cfg, vfm=None, decode_head=None)
         import gpua_mmseg.models  # noqa: F401  (mmcv-lite placeholder before mmseg)
         from mmseg.registry import MODELS
         self.device = _pick_device(device)
-        self.model = MODELS.build(model_cfg).eval().to(self.device)
-        self._cache: Dict[tuple, Tuple[Any, torch.Tensor]] = {}
-        self.classes: Vocabulary = []
-        self.set_classes(vocab)
+        torch.manual_seed(self.seed)  # random-init encoders: the same model in every run
+        self.model = MODELS.build(self.model_cfg).eval().to(self.device)
+        if hasattr(self.model, '_prob_thd_cfg'):
+            # the configured threshold, for later vocabularies that do have a background class
+            self.model._prob_thd_cfg = self._prob_thd
+        self.vocabulary: Vocabulary = vocab
+        self.model.get_text_embeddings()
+        if self.head_cfg is not None:
+            self._attach_config_alignment(config_or_name, require_alignment)
 
-    # ------------------------------------------------------------------ vocabulary
-    def _thresholds(self, vocab: Vocabulary) -> dict:
-        bg = background_index(vocab)
-        return dict(bg_idx=bg, prob_thd=self._prob_thd if bg is not None else 0.0)
+    # ------------------------------------------------------------------ GPUA
+    def _attach_config_alignment(self, config_or_name: str, required: bool) -> None:
+        from .fit import install_alignment
+        art = osp.abspath(osp.expanduser(str(self.head_cfg.get('alignment_path', ''))))
+        if not osp.isfile(art):
+            self.alignment_problem = f'the GPUA alignment artifact {art} does not exist'
+            if required:
+                raise FileNotFoundError(
+                    f'GPUA alignment artifact {art!r} (config {self.config_path}) does not '
+                    'exist. Fit one for your vocabulary: tools/demo.py IMAGES --config '
+                    f'{config_or_name} --classes "..." --fit, or tools/fit_alignment.py; or '
+                    'pass alignment=/path/to/artifact.safetensors')
+            return
+        try:
+            install_alignment(self, art, vocabulary_must_match=False)
+        except ValueError as e:
+            if required:
+                raise
+            self.alignment_problem = str(e)
+            return
+        if not self.gpua_vocabulary_matches():
+            self._warn_vocabulary()
+
+    def identity(self, prototype_mode: str = 'query') -> Dict[str, Any]:
+        """The artifact identity a GPUA map for this model and vocabulary must have
+        (:func:`gpua_mmseg.models.identity.artifact_identity`)."""
+        from ..models.identity import artifact_identity
+        return artifact_identity(self.model.clip_encoder, self.vfm_encoder(),
+                                 self.model.clip_mode, prototype_mode, self.vocabulary)
 
     @property
     def is_gpua(self) -> bool:
@@ -182,56 +219,52 @@ class OpenVocabSegmenter:
         if self._vfm_cfg is None:
             raise ValueError(f'config {self.config_path} has no vfm= (not a GPUA config)')
         from ..models.vfm import build_vfm_encoder
-        if getattr(self, '_pending_vfm', None) is None:
+        if self._pending_vfm is None:
+            torch.manual_seed(self.seed + 1)  # random-init VFM: the same in every run
             self._pending_vfm = build_vfm_encoder(self._vfm_cfg).eval().to(self.device)
         return self._pending_vfm
 
     def gpua_vocabulary_matches(self) -> Optional[bool]:
-        """For a GPUA model: does the alignment artifact's vocabulary equal the current one?
+        """For a GPUA model: was the attached map fitted for the current vocabulary?
         ``None`` for CLIP-only models."""
         if not self.is_gpua:
             return None
-        try:
-            self.model.decode_head.validate(vocabulary_names=self.classes)
-        except ValueError:
-            return False
-        return True
+        ident = self.model.decode_head.amap.identity or {}
+        have = ident.get('vocab_hash', self.model.decode_head.meta.get('vocab_hash'))
+        return have == self.vocabulary.hash
+
+    def _warn_vocabulary(self) -> None:
+        warnings.warn(
+            f'GPUA alignment {self.model.decode_head.alignment_path} was fitted for another '
+            f'vocabulary than {self.vocabulary.text()!r}. Predictions still run but the GPUA '
+            'part is off-distribution: refit (tools/demo.py --fit, or tools/fit_alignment.py) '
+            'for this vocabulary.', stacklevel=3)
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def classes(self) -> List[List[str]]:
+        """The current vocabulary's nested form (one synonym list per class)."""
+        return self.vocabulary.classes
 
     def set_classes(self, classes) -> 'OpenVocabSegmenter':
         """Switch to a new vocabulary (same forms as ``classes`` in the constructor).
 
-        The text classifier of each vocabulary is encoded once and cached: switching back to an
+        Text embeddings are cached per vocabulary (see
+        :class:`gpua_mmseg.models.text_classifier.TextClassifier`): switching back to an
         earlier vocabulary costs no text-encoder call.  Returns ``self``.
         """
-        from ..models.text_classifier import TextClassifier
-        vocab = parse_vocabulary(classes)
-        key = vocabulary_key(vocab)
-        m = self.model
-        if key not in self._cache:
-            tc = TextClassifier(m.clip_encoder, vocab, m.templates)
-            emb = F.normalize(torch.as_tensor(tc.embeddings), dim=-1)
-            self._cache[key] = (tc, emb)
-        tc, emb = self._cache[key]
-        ref = m.clip_encoder.mean
-        m.text_classifier = tc
-        m.text_embeddings = emb.to(ref.device)
-        m.query_to_class = tc.query_to_class.to(ref.device)
-        m.num_classes = m.out_channels = int(tc.num_classes)
-        th = self._thresholds(vocab)
-        m.bg_idx, m.prob_thd = th['bg_idx'], th['prob_thd']
-        self.classes = vocab
+        vocab = Vocabulary.parse(classes)
+        self.model.set_vocabulary(vocab, bg_idx='auto')
+        self.model.get_text_embeddings()  # encoded now (once per vocabulary), not mid-image
+        self.vocabulary = vocab
         if self.gpua_vocabulary_matches() is False:
-            warnings.warn(
-                f'GPUA alignment {m.decode_head.alignment_path} was fitted for another '
-                'vocabulary; its prototypes do not match '
-                f'{"; ".join(", ".join(c) for c in vocab)!r}. Predictions still run but the GPUA '
-                'part is off-distribution: refit (tools/demo.py --fit, or '
-                'tools/fit_alignment.py) for this vocabulary.', stacklevel=2)
+            self._warn_vocabulary()
         return self
 
     @property
     def names(self) -> List[str]:
-        return display_names(self.classes)
+        """Display names (first synonyms) of the current vocabulary."""
+        return self.vocabulary.names
 
     # ------------------------------------------------------------------ inference
     def _prepare(self, rgb: np.ndarray) -> torch.Tensor:
@@ -257,7 +290,7 @@ class OpenVocabSegmenter:
         out = self.model.predict(x, [sample])[0]
         labels = out.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
         scores = out.seg_logits.data.float().cpu().numpy()
-        return SegResult(labels=labels, scores=scores, classes=[list(c) for c in self.classes],
+        return SegResult(labels=labels, scores=scores, classes=self.vocabulary.classes,
                          image=rgb, seconds=time.perf_counter() - t0)
 
     segment = __call__

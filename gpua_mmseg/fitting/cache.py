@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from ..alignment.artifact import atomic_write
+from ..utils.atomic import atomic_write
 
 __all__ = ['FeatureCache', 'fingerprint_key']
 

@@ -5,7 +5,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from ..alignment.artifact import atomic_write
+from ..utils.atomic import atomic_write
 
 __all__ = ['hubness_stats', 'alignment_diagnostics', 'plot_diagnostics']
 

@@ -4,9 +4,8 @@
 notebooks can drive the same code path (and share models) without a subprocess.
 """
 import copy
-import hashlib
 import math
-import os
+import warnings
 import os.path as osp
 import time
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..models.identity import artifact_identity, weights_digest
 from .cache import FeatureCache
 from .extract import extract_image_features, preprocess_item
 from .prototypes import PROTOTYPE_MODES, build_prototypes, labels_to_prototypes
@@ -86,18 +86,6 @@ def default_artifact_path(cfg) -> str:
                          'config, e.g. configs/gpua/gpua_scclip_dinov3_vitb16_voc21.py?); '
                          'pass --out PATH')
     return path
-
-
-def _weights_digest(module: torch.nn.Module) -> str:
-    """Cheap fingerprint of a module's weights (per-tensor sums), for the cache key."""
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in module.state_dict().items():
-            if torch.is_floating_point(p):
-                p64 = p.detach().double()
-                h.update(f'{name}:{tuple(p.shape)}:{float(p64.sum()):.10e}:'
-                         f'{float(p64.abs().sum()):.10e}'.encode())
-    return h.hexdigest()[:16]
 
 
 def build_fit_models(cfg, device: Optional[str] = None, seed: int = 0):
@@ -240,11 +228,10 @@ def fit_from_cache(seg, vfm, cache: FeatureCache, opts: FitOptions, meta: Dict[s
 
 
 def _checkpoint_info(seg, vfm) -> Dict[str, Any]:
-    from ..alignment.artifact import file_sha256
+    """Provenance of the encoders' weights (where they came from; the identity holds digests)."""
     info = dict(getattr(seg.clip_encoder, 'info', {}))
-    pre = info.get('pretrained')
-    clip = dict(name=info.get('name'), pretrained=pre,
-                sha256=file_sha256(pre) if isinstance(pre, str) and osp.isfile(pre) else None)
+    clip = dict(name=info.get('name'), pretrained=info.get('pretrained'),
+                format=info.get('format'), quick_gelu=info.get('quick_gelu'))
     return dict(vlm_checkpoint=_plain(clip), vfm_checkpoint=_plain(vfm.describe()))
 
 
@@ -269,8 +256,8 @@ def run_fit(cfg, opts: FitOptions) -> Optional[str]:
         clip_mode_cfg=_plain(cfg.model.get('clip_mode_cfg')), vfm=_plain(cfg.model.get('vfm')),
         slide=[seg.slide_crop, seg.slide_stride], autocast=cfg.model.get('autocast_dtype'),
         preprocessor=_plain(cfg.model.get('data_preprocessor')), dataset=ds_cfg,
-        with_labels=with_labels, weights=[_weights_digest(seg.clip_encoder),
-                                          _weights_digest(vfm)])
+        with_labels=with_labels, weights=[weights_digest(seg.clip_encoder),
+                                          weights_digest(vfm)])
     cache_root = opts.cache_dir or osp.join(osp.dirname(osp.abspath(out)), 'feature_cache')
     cache = FeatureCache(cache_root, fingerprint, n_images, opts.images_per_shard,
                          opts.cache_dtype, create=opts.rank == 0)
@@ -288,13 +275,15 @@ def run_fit(cfg, opts: FitOptions) -> Optional[str]:
     if not cache.is_complete():
         raise RuntimeError(f'feature cache {cache} is incomplete after extraction; re-run')
     t_extract = time.perf_counter() - t_extract
-    queries = list(seg.text_classifier.queries)
-    from ..alignment import vocabulary_hash
+    vocab = seg.text_classifier.vocabulary
     clip_info = getattr(seg.clip_encoder, 'info', {})
+    identity = artifact_identity(seg.clip_encoder, vfm, cfg.model.get('clip_mode'),
+                                 opts.prototype_mode, vocab)
     meta = dict(
+        identity=dict(identity, method=opts.method),
         vfm=vfm.name, vlm=clip_info.get('name'), clip_mode=cfg.model.get('clip_mode'),
-        clip_mode_cfg=_plain(cfg.model.get('clip_mode_cfg')), vocabulary=queries,
-        vocab_hash=vocabulary_hash(queries), class_names=_plain(cfg.model.get('class_names')),
+        clip_mode_cfg=_plain(cfg.model.get('clip_mode_cfg')), vocabulary=vocab.classes,
+        vocab_hash=vocab.hash, class_names=_plain(cfg.model.get('class_names')),
         dataset=dict(type=ds_cfg.get('type'), data_root=ds_cfg.get('data_root'),
                      ann_file=ds_cfg.get('ann_file')), n_images=int(n_images),
         config_file=opts.config_path, slide=[seg.slide_crop, seg.slide_stride],
@@ -307,11 +296,14 @@ def run_fit(cfg, opts: FitOptions) -> Optional[str]:
     from .diagnostics import alignment_diagnostics, plot_diagnostics
     amap.meta['diagnostics'] = alignment_diagnostics(amap, sample[0], sample[1], T)
     amap.meta['wall_seconds'] = time.perf_counter() - t0
+    amap.save(out)  # atomic, and first: an optional plot that fails must not lose the fit
     if opts.plot:
-        plot_diagnostics(diagnostics_path(out), amap, sample[0], sample[1], T,
-                         title=f'{opts.method}: {vfm.name} -> {clip_info.get("name")}')
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    amap.save(out)  # last and atomic: an artifact on disk is always a finished one
+        try:
+            plot_diagnostics(diagnostics_path(out), amap, sample[0], sample[1], T,
+                             title=f'{opts.method}: {vfm.name} -> {clip_info.get("name")}')
+        except Exception as e:  # disk full, no matplotlib backend, ...: optional output
+            warnings.warn(f'the diagnostics plot {diagnostics_path(out)} was not written ({e}); '
+                          f'the artifact {out} is complete', stacklevel=2)
     return out
 
 

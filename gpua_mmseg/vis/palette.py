@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ['class_palette', 'BACKGROUND_NAMES']
 
 # Classes with these names are drawn dark grey: the eye should go to the objects.
-BACKGROUND_NAMES = frozenset({'background', 'bg', 'other', 'others', 'void', 'unlabeled'})
+from ..vocabulary import BACKGROUND_NAMES  # noqa: E402  (one list: also the threshold fallback)
 
 
 def _bit_palette(n: int) -> np.ndarray:

@@ -1,10 +1,13 @@
-"""Plots of alignment quality (matplotlib, Agg backend; imported lazily by tools)."""
+"""Before / after plot of alignment maps (matplotlib, Agg backend; imported on demand, not by
+``gpua_mmseg.vis``).  The fit's own diagnostics PNG is :func:`gpua_mmseg.fitting.plot_diagnostics`."""
 from typing import Dict
 
 import torch
 
-from .alignment._checks import l2n
-from .alignment.artifact import atomic_write
+from ..alignment._checks import l2n
+from ..utils.atomic import atomic_write
+
+__all__ = ['plot_before_after']
 
 
 def _pca_basis(X: torch.Tensor, k: int = 2) -> torch.Tensor:
@@ -46,22 +49,6 @@ def plot_before_after(vfm: torch.Tensor, labels: torch.Tensor, prototypes: torch
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format='png'))
-    plt.close(fig)
-
-
-def plot_hubness(counts: Dict[str, torch.Tensor], path: str) -> None:
-    """Histogram of how often each prototype is among a point's nearest ones (per map)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, c in counts.items():
-        ax.hist(c.float().numpy(), bins=30, alpha=0.5, label=name)
-    ax.set_xlabel('times in a point\'s 3 nearest prototypes')
-    ax.set_ylabel('prototypes')
-    ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format='png'))
     plt.close(fig)
