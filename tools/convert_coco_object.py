@@ -30,7 +30,6 @@ import argparse
 import os
 import os.path as osp
 import sys
-import tempfile
 from functools import partial
 from multiprocessing import Pool
 
@@ -103,16 +102,8 @@ def convert_mask(mask, source, unlabeled='background', name='<array>'):
 
 
 def _atomic_save_png(arr, path):
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path), suffix='.tmp',
-                               dir=osp.dirname(path))
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            Image.fromarray(arr, mode='L').save(f, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    from gpua_mmseg.utils.atomic import atomic_write
+    atomic_write(path, lambda tmp: Image.fromarray(arr, mode='L').save(tmp, format='PNG'))
 
 
 def list_inputs(ann_dir, source='auto'):

@@ -20,12 +20,12 @@ Usage: python tools/make_toy_dataset.py OUT [--n 4] [--size 96 128] [--seed 0]
 import argparse
 import os
 import os.path as osp
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from gpua_mmseg.utils.atomic import atomic_directory
 
 # (file in skimage's data folder, VOC class id of its main object)
 SAMPLE_IMAGES = [
@@ -133,12 +133,10 @@ def make_toy_dataset(out, n=4, size=(96, 128), seed=0, source='auto', overwrite=
         raise ValueError(f"source must be 'auto', 'skimage' or 'shapes', got {source!r}")
     if osp.exists(out) and not overwrite:
         raise ValueError(f'{out} already exists; remove it or pass --overwrite')
-    parent = osp.dirname(out)
-    os.makedirs(parent, exist_ok=True)
     rng = np.random.default_rng(seed)
     palette = voc_palette()
-    tmp = tempfile.mkdtemp(prefix='.' + osp.basename(out) + '.tmp', dir=parent)
-    try:
+
+    def write(tmp):
         for sub in ('JPEGImages', 'SegmentationClass', osp.join('ImageSets', 'Segmentation')):
             os.makedirs(osp.join(tmp, sub))
         ids = []
@@ -159,12 +157,8 @@ def make_toy_dataset(out, n=4, size=(96, 128), seed=0, source='auto', overwrite=
             ids.append(key)
         with open(osp.join(tmp, 'ImageSets', 'Segmentation', 'val.txt'), 'w') as f:
             f.write('\n'.join(ids) + '\n')
-        if osp.exists(out):
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # complete or absent, with the folder mode the umask gives (mkdtemp alone leaves 0700)
+    atomic_directory(out, write, overwrite=overwrite)
     return out
 
 

@@ -11,11 +11,13 @@ same folder once that process is gone.
 import os
 import os.path as osp
 import re
+import shutil
 import tempfile
 import time
 from typing import Callable
 
-__all__ = ['atomic_write', 'atomic_write_text', 'atomic_write_bytes', 'current_umask']
+__all__ = ['atomic_write', 'atomic_write_text', 'atomic_write_bytes', 'atomic_directory',
+           'current_umask']
 
 # '.<target>.<pid>.<random>.tmp'
 _TMP_RE = re.compile(r'^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$')
@@ -65,7 +67,9 @@ def _remove_stale_tmps(folder: str) -> None:
                 stale = not _pid_alive(int(m.group(1)))
             else:
                 stale = now - os.path.getmtime(full) > _LEGACY_MAX_AGE_S
-            if stale and osp.isfile(full):
+            if stale and osp.isdir(full) and not osp.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            elif stale and osp.isfile(full):
                 os.remove(full)
         except (OSError, ValueError):
             pass
@@ -113,3 +117,31 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 def atomic_write_text(path: str, text: str, encoding: str = 'utf-8') -> None:
     """:func:`atomic_write` of a string."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_directory(path: str, write_fn: Callable[[str], None], overwrite: bool = False) -> None:
+    """The folder version of :func:`atomic_write`: ``write_fn(tmp_dir)`` fills a temporary
+    sibling folder, which then replaces ``path`` (``path`` is absent/old or complete).
+
+    The folder gets ``0o777`` minus the umask (``mkdtemp`` creates 0700).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False (checked before writing).
+    """
+    path = osp.abspath(os.fspath(path))
+    parent = osp.dirname(path)
+    if osp.exists(path) and not overwrite:
+        raise FileExistsError(f'{path} already exists; remove it or allow overwriting')
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale_tmps(parent)
+    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(path)}.{os.getpid()}.', suffix='.tmp',
+                           dir=parent)
+    try:
+        write_fn(tmp)
+        os.chmod(tmp, 0o777 & ~current_umask())
+        if osp.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
