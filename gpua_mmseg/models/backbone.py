@@ -19,7 +19,7 @@ query and no thresholds / PAMR are configured (those are GPUASegmentor features:
 ``EncoderDecoder`` post-processing is a plain argmax).  GPUASegmentor stays the fast path: it
 batches the crops of all images through the encoders.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..vocabulary import Vocabulary
 from .sliding import resize_to_patch_multiple
 
 __all__ = ['GPUATwoTowerBackbone', 'query_logits']
@@ -54,7 +55,8 @@ class GPUATwoTowerBackbone(BaseModule):
         clip, clip_mode, clip_mode_cfg: as in :class:`~gpua_mmseg.models.GPUASegmentor`.
         vfm: ``dict(name=, pretrained=, model_kwargs=)`` for ``build_vfm_encoder`` (or a built
             encoder); ``None`` for a CLIP-only model (a head at ``fusion_weight=1``).
-        class_names, templates: the vocabulary and prompt templates of the text classifier.
+        class_names, templates: the vocabulary (anything ``Vocabulary.parse`` accepts) and the
+            prompt templates of the text classifier.
 
     ``forward(inputs)`` takes ``[B, 3, H, W]`` RGB in 0..255 (MMSeg's ``SegDataPreProcessor``
     with mean 0 / std 1) and returns ``(clip [B, dc, H/p, W/p], vfm [B, dv, hv, wv] or None,
@@ -78,7 +80,8 @@ class GPUATwoTowerBackbone(BaseModule):
         if vfm is not None:
             from .vfm import build_vfm_encoder
             self.vfm_encoder = build_vfm_encoder(vfm).eval().requires_grad_(False)
-        self.text_classifier = TextClassifier(self.clip_encoder, class_names, templates)
+        self.vocabulary = Vocabulary.parse(class_names)
+        self.text_classifier = TextClassifier(self.clip_encoder, self.vocabulary.classes, templates)
 
     def train(self, mode: bool = True) -> 'GPUATwoTowerBackbone':
         """Both towers stay in eval mode (frozen, training-free)."""

@@ -1,4 +1,5 @@
-"""GPUAHead: artifact loading / validation, GPUA logits, fusion and grid resize (synthetic)."""
+"""GPUAHead: artifact loading / validation (delegated to AlignmentMap), GPUA logits, fusion and
+grid resize (synthetic)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 import gpua_mmseg.models  # noqa: F401  (mmcv placeholder before anything mm*)
 from gpua_mmseg.alignment import AlignmentMap, vocabulary_hash
 from gpua_mmseg.models import gpua_head as gpua_head_module
-from gpua_mmseg.models.gpua_head import GPUAHead, csls_similarity
+from gpua_mmseg.models.gpua_head import GPUAHead
 from mmseg.registry import MODELS
 
 VFM = 'vit_base_patch16_dinov3.lvd1689m'
@@ -108,16 +109,15 @@ def test_dtype_device_follow_inputs(tmp_path):
     assert head.W.dtype == torch.float64
 
 
-def test_csls_matches_definition():
+def test_csls_matches_definition(tmp_path):
+    # W = identity: the mapped tokens are the normalised tokens themselves
+    head = GPUAHead(_artifact(tmp_path, torch.eye(5)), similarity='csls', csls_k=2)
     gen = torch.Generator().manual_seed(3)
-    u = F.normalize(torch.randn(2, 6, 5, generator=gen), dim=-1)
+    u = F.normalize(torch.randn(2, 2, 3, 5, generator=gen), dim=-1)
     t = F.normalize(torch.randn(4, 5, generator=gen), dim=-1)
-    cos = u @ t.T
-    # k covering everything: the neighbourhood means become plain means
-    full = csls_similarity(u, t, k=100)
-    torch.testing.assert_close(full, 2 * cos - cos.mean(-1, keepdim=True) - cos.mean(1, keepdim=True))
-    # k = 2 against an explicit per-element loop
-    got = csls_similarity(u, t, k=2)
+    got = head.gpua_logits(u, t).permute(0, 2, 3, 1).reshape(2, 6, 4)
+    cos = u.reshape(2, 6, 5) @ t.T
+    # k = 2 against an explicit per-element loop; r_S over the tokens of the same crop only
     for b in range(2):
         for n in range(6):
             for q in range(4):
@@ -125,6 +125,11 @@ def test_csls_matches_definition():
                 r_s = sorted(cos[b, :, q].tolist(), reverse=True)[:2]
                 want = 2 * cos[b, n, q] - sum(r_t) / 2 - sum(r_s) / 2
                 assert abs(float(got[b, n, q]) - float(want)) < 1e-5
+    # k covering everything: the neighbourhood means become plain means
+    full = GPUAHead(head.alignment_path, similarity='csls', csls_k=100).gpua_logits(u, t)
+    full = full.permute(0, 2, 3, 1).reshape(2, 6, 4)
+    torch.testing.assert_close(full, 2 * cos - cos.mean(-1, keepdim=True)
+                               - cos.mean(1, keepdim=True), rtol=1e-5, atol=1e-5)
 
 
 def test_csls_head_mode(tmp_path):
@@ -150,15 +155,15 @@ def test_missing_artifact_prints_fit_command(tmp_path):
 
 def test_validate_reports_each_mismatch(tmp_path):
     head = GPUAHead(_artifact(tmp_path, _orthogonal(12, 8)))
-    head.validate(VFM, VLM, 12, 8, VOCAB)     # matching: no error
-    head.validate()                           # nothing to check
+    head.validate(12, 8, VOCAB, identity=dict(vfm=VFM, vlm=VLM))     # matching: no error
+    head.validate()                                                  # nothing to check
     cases = [
-        (dict(vfm_name='vit_base_patch14_reg4_dinov2'), 'VFM'),
-        (dict(clip_name='ViT-L-14'), 'VLM'),
-        (dict(dv=768), 'dv'),
-        (dict(dc=512), 'dc'),
-        (dict(vocabulary_names=VOCAB + ['bird']), "only in config: ['bird']"),
-        (dict(vocabulary_names=VOCAB[::-1]), 'different order'),
+        (dict(identity=dict(vfm='vit_base_patch14_reg4_dinov2')), 'vfm'),
+        (dict(identity=dict(vlm='ViT-L-14')), 'vlm'),
+        (dict(dv=768), 'VFM dim'),
+        (dict(dc=512), 'CLIP dim'),
+        (dict(vocabulary=VOCAB + ['bird']), 'vocab_hash'),
+        (dict(vocabulary=VOCAB[::-1]), 'vocab_hash'),
     ]
     for kwargs, needle in cases:
         with pytest.raises(ValueError) as info:
@@ -166,8 +171,8 @@ def test_validate_reports_each_mismatch(tmp_path):
         msg = str(info.value)
         assert needle in msg and 'tools/fit_alignment.py' in msg and head.alignment_path in msg
     with pytest.raises(ValueError) as info:
-        head.validate(vfm_name='x', dc=3, config_path='cfg.py')
-    assert 'VFM' in str(info.value) and 'dc' in str(info.value)
+        head.validate(identity=dict(vfm='x', vlm='y'), config_path='cfg.py')
+    assert 'vfm' in str(info.value) and 'vlm' in str(info.value)
     assert 'tools/fit_alignment.py cfg.py --out' in str(info.value)
 
 
@@ -176,7 +181,7 @@ def test_expected_checked_at_build_and_registry(tmp_path):
     head = MODELS.build(dict(type='GPUAHead', alignment_path=path, fusion_weight=0.8,
                              expected=dict(vfm=VFM, vlm=VLM, dv=12, dc=8, vocabulary=VOCAB)))
     assert isinstance(head, GPUAHead) and head.fusion_weight == 0.8
-    with pytest.raises(ValueError, match='vocabulary'):
+    with pytest.raises(ValueError, match='vocab_hash'):
         GPUAHead(path, expected=dict(vocabulary=['cat']))
     with pytest.raises(ValueError, match='unknown keys'):
         GPUAHead(path, expected=dict(vocab=VOCAB))
@@ -231,9 +236,9 @@ def test_centring_and_fit_time_csls_radii_from_artifact(tmp_path):
 def test_vocabulary_checked_by_hash_when_names_absent(tmp_path):
     synonyms = [['background', 'sky'], ['cat'], ['person', 'person in shirt']]
     head = GPUAHead(_artifact(tmp_path, _orthogonal(12, 8), vocab=synonyms, store_names=False))
-    head.validate(vocabulary_names=synonyms)
-    with pytest.raises(ValueError, match='vocabulary: artifact hash'):
-        head.validate(vocabulary_names=synonyms[:2])
+    head.validate(vocabulary=synonyms)
+    with pytest.raises(ValueError, match='vocab_hash'):
+        head.validate(vocabulary=synonyms[:2])
 
 
 def test_with_tiny_dinov2_encoder_on_clip_grid(tmp_path):
