@@ -7,6 +7,7 @@ in one run, and a markdown table with images/s and the speed-up is printed.  Wei
 
     python tools/benchmark.py --device cuda --size 336 448 --n-images 20
     python tools/benchmark.py --tiny --n-images 2
+    python tools/benchmark.py --memory        # peak RSS, 8000 x 8000 image, 21 / 150 classes
 
 Adding a row type (e.g. GPUA fused vs baseline): write ``def my_cases(args, shared) ->
 list[Case]`` and append it to ``CASE_BUILDERS``; each :class:`Case` is a name plus a ready
@@ -57,6 +58,18 @@ def parse_args(argv=None):
     p.add_argument('--autocast', choices=('none', 'fp16', 'bf16'), default='none')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--memory', action='store_true',
+                   help='instead of speed: peak RSS of predict() for one huge original image '
+                        '(--memory-size) per vocabulary (--memory-classes), each in a fresh '
+                        'process; tiny random CLIP, CPU')
+    p.add_argument('--memory-size', type=int, nargs=2, default=(8000, 8000), metavar=('H', 'W'),
+                   help='original image size (ori_shape) for --memory')
+    p.add_argument('--memory-classes', nargs='+', default=['voc21', 'ade20k'],
+                   help='class-name keys for --memory (voc21: 21 classes, ade20k: 150)')
+    p.add_argument('--memory-out', default=None,
+                   help='also write the --memory table (markdown) to this file')
+    p.add_argument('--memory-child', nargs=3, metavar=('CLASSES', 'H', 'W'),
+                   help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.n_images < 1 or args.warmup < 0 or args.crop_batch_size < 1:
         p.error('--n-images and --crop-batch-size must be >= 1, --warmup >= 0')
@@ -267,5 +280,91 @@ def gpua_cases(args, shared) -> List[Case]:
 CASE_BUILDERS.append(gpua_cases)
 
 
+
+# ---------------------------------------------------------------------------- peak memory
+MEMORY_INPUT = (448, 448)  # working resolution of an 8000 x 8000 photo under scale (2048, 448)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 / (1024.0 if sys.platform == 'darwin' else 1.0)  # KiB on Linux
+
+
+def memory_child(class_names: str, h0: int, w0: int) -> Dict:
+    """In a fresh process: tiny CLIP segmentor, one predict() of a MEMORY_INPUT image whose
+    ``ori_shape`` is (h0, w0); peak RSS before and after that call."""
+    import json
+    torch.manual_seed(0)
+    from gpua_mmseg.models.clip import build_clip_encoder
+    clip = build_clip_encoder(dict(name='tiny', pretrained=None, model_cfg=tiny_clip_model_cfg()),
+                              mode='sclip')
+    seg = GPUASegmentor(clip=clip, clip_mode='sclip', class_names=class_names,
+                        templates=['a photo of a {}.'], slide_crop=224, slide_stride=224).eval()
+    seg.get_text_embeddings()
+    img = torch.rand((1, 3) + MEMORY_INPUT) * 255
+    small = SegDataSample(metainfo=dict(img_shape=MEMORY_INPUT, ori_shape=MEMORY_INPUT))
+    seg.predict(img, [small])  # warm-up at the working size: allocator, kernels
+    before = _peak_rss_mb()
+    sample = SegDataSample(metainfo=dict(img_shape=MEMORY_INPUT, ori_shape=(h0, w0)))
+    out = seg.predict(img, [sample])[0]
+    after = _peak_rss_mb()
+    res = dict(classes=class_names, num_classes=seg.num_classes,
+               num_queries=int(seg.query_to_class.numel()), h0=h0, w0=w0,
+               rss_before_mb=before, rss_peak_mb=after,
+               pred_shape=list(out.pred_sem_seg.data.shape),
+               seg_logits_shape=list(out.seg_logits.data.shape))
+    print('MEMORY_RESULT ' + json.dumps(res), flush=True)
+    return res
+
+
+def memory_main(args) -> List[Dict]:
+    """One fresh process per vocabulary, so each peak is its own; prints a markdown table."""
+    import json
+    import subprocess
+    import sys
+    h0, w0 = args.memory_size
+    rows = []
+    for key in args.memory_classes:
+        r = subprocess.run([sys.executable, __file__, '--memory-child', key, str(h0), str(w0)],
+                           capture_output=True, text=True)
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith('MEMORY_RESULT ')]
+        if r.returncode != 0 or not line:
+            raise SystemExit(f'memory run for {key!r} failed (exit {r.returncode}):\n'
+                             f'{r.stderr[-3000:]}')
+        rows.append(json.loads(line[0][len('MEMORY_RESULT '):]))
+    lines = [f'Peak RSS of one GPUASegmentor.predict() (tiny random CLIP, CPU, input '
+             f'{MEMORY_INPUT[0]}x{MEMORY_INPUT[1]}, original {h0}x{w0}); "full-size logits" is '
+             'what one fp32 [Q, H0, W0] tensor of the unbounded path would take.', '',
+             '| classes | C | queries | peak RSS before (MB) | peak RSS after (MB) | increase (MB) '
+             '| pred_sem_seg | seg_logits | one full-size logits tensor (MB) |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        full = r['num_queries'] * h0 * w0 * 4 / 2 ** 20
+        lines.append(f"| {r['classes']} | {r['num_classes']} | {r['num_queries']} | "
+                     f"{r['rss_before_mb']:.0f} | {r['rss_peak_mb']:.0f} | "
+                     f"{r['rss_peak_mb'] - r['rss_before_mb']:.0f} | "
+                     f"{'x'.join(map(str, r['pred_shape']))} | "
+                     f"{'x'.join(map(str, r['seg_logits_shape']))} | {full:.0f} |")
+    table = '\n'.join(lines) + '\n'
+    print(table, end='')
+    if args.memory_out:
+        from gpua_mmseg.utils.atomic import atomic_write_text
+        atomic_write_text(args.memory_out, table)
+    return rows
+
+
+def cli(argv=None):
+    args = parse_args(argv)
+    if args.memory_child:
+        key, h0, w0 = args.memory_child
+        memory_child(key, int(h0), int(w0))
+    elif args.memory:
+        memory_main(args)
+    else:
+        main(argv)
+
+
 if __name__ == '__main__':
-    main()
+    cli()

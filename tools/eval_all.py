@@ -17,7 +17,8 @@ import os.path as osp
 import re
 import subprocess
 import sys
-import tempfile
+
+from gpua_mmseg.utils.atomic import atomic_write_text
 
 KEYS = ('voc21', 'context60', 'coco_object', 'voc20', 'context59', 'coco_stuff164k',
         'cityscapes', 'ade20k')  # the order of the benchmarks table
@@ -127,20 +128,6 @@ def tables(results):
     return '\n'.join(md) + '\n', buf.getvalue()
 
 
-def _atomic_text(path, text):
-    d = osp.dirname(osp.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=d)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv=None):
     args = parse_args(argv)
     missing = [c for c in args.configs if not osp.isfile(c)]
@@ -154,8 +141,9 @@ def main(argv=None):
         failed |= not isinstance(res, float)
         print(f'{config}: {res if isinstance(res, str) else f"mIoU={res:.2f}"}', flush=True)
     md, csv_text = tables(results)
-    _atomic_text(args.out, md)
-    _atomic_text(osp.splitext(args.out)[0] + '.csv', csv_text)
+    # Complete files or none, with the mode a plain open() gives under the umask.
+    atomic_write_text(args.out, md)
+    atomic_write_text(osp.splitext(args.out)[0] + '.csv', csv_text)
     print(md)
     return 1 if failed else 0
 
