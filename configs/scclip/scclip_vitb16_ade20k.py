@@ -1,10 +1,5 @@
 # SC-CLIP (self-calibrated CLIP; ViT-B/16 defaults of the published code), CLIP ViT-B/16, ade20k.
-# Logit scale and thresholds as in the benchmarks table (SC-CLIP column).
+# Logit scale and thresholds as in the benchmarks table (SC-CLIP column; unset: 40, 0, none).
 _base_ = ['../_base_/models/scclip.py', '../_base_/datasets/ade20k.py',
           '../_base_/default_runtime.py']
-model = dict(
-    class_names='ade20k',
-    logit_scale=40.0,
-    prob_thd=0.0,
-    area_thd=None,
-)
+model = dict(class_names='ade20k')

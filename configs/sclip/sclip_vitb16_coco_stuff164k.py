@@ -1,10 +1,5 @@
 # SCLIP (correlative self-attention in the last block; residual and FFN kept), CLIP ViT-B/16, coco_stuff164k.
-# Logit scale and thresholds as in the benchmarks table (SCLIP column).
+# Logit scale and thresholds as in the benchmarks table (SCLIP column; unset: 40, 0, none).
 _base_ = ['../_base_/models/sclip.py', '../_base_/datasets/coco_stuff164k.py',
           '../_base_/default_runtime.py']
-model = dict(
-    class_names='coco_stuff164k',
-    logit_scale=40.0,
-    prob_thd=0.0,
-    area_thd=None,
-)
+model = dict(class_names='coco_stuff164k')

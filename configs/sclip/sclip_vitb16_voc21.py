@@ -1,5 +1,5 @@
 # SCLIP (correlative self-attention in the last block; residual and FFN kept), CLIP ViT-B/16, voc21.
-# Logit scale and thresholds as in the benchmarks table (SCLIP column).
+# Logit scale and thresholds as in the benchmarks table (SCLIP column; unset: 40, 0, none).
 _base_ = ['../_base_/models/sclip.py', '../_base_/datasets/voc21.py',
           '../_base_/default_runtime.py']
 model = dict(
