@@ -139,6 +139,8 @@ def describe_error(e: BaseException) -> str:
         return what
     msg = _REGISTRY_PREFIX.sub('', str(e.args[0]) if isinstance(e, KeyError) and e.args
                                else str(e)).strip()
+    if isinstance(e, TypeError) and 'unexpected keyword argument' in msg:
+        msg += '; check that key in the config / --cfg-options (see the class docstring)'
     return msg or type(e).__name__
 
 
