@@ -256,8 +256,9 @@ def _tiny_options(prefix, data_root, names):
 
 def test_usage_md_config_examples_fit_then_test(tmp_path, monkeypatch, capsys):
     toy = tmp_path / 'toy'
-    r = subprocess.run([sys.executable, 'tools/make_toy_dataset.py', str(toy), '--n', '2',
-                        '--size', '64', '80'], cwd=ROOT, capture_output=True, text=True)
+    # 4 images of 64x96 = 96 patch rows: the fit needs at least one per prototype (60 queries)
+    r = subprocess.run([sys.executable, 'tools/make_toy_dataset.py', str(toy), '--n', '4',
+                        '--size', '64', '96'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     names = tmp_path / 'classes.txt'
     names.write_text(open(osp.join(ROOT, 'gpua_mmseg/datasets/class_names/voc21.txt')).read())
