@@ -103,3 +103,17 @@ def test_chunking_calls_encoder_with_bounded_batches():
                  crop_batch_size=4)
     n = len(crop_boxes(64, 64, 32, 16)) + len(crop_boxes(48, 80, 32, 16))
     assert sum(sizes) == n and max(sizes) <= 4 and len(sizes) == -(-n // 4)
+
+
+def test_iter_crop_batches_whole_images_and_padding():
+    from gpua_mmseg.models.sliding import iter_crop_batches
+    imgs = [torch.randn(3, 30, 40), torch.randn(3, 30, 40), torch.randn(3, 17, 16)]
+    out = list(iter_crop_batches(imgs, 0, None, crop_batch_size=8, size_divisor=16))
+    # crop 0: one window per image; same padded shapes share a batch
+    assert [tuple(b.shape) for b, _ in out] == [(2, 3, 32, 48), (1, 3, 32, 16)]
+    (_, crops), (small, (c,)) = out
+    assert [cr.image for cr in crops] == [0, 1] and crops[0].box == (0, 30, 0, 40)
+    assert crops[0].pad == (4, 4, 1, 1) and c.pad == (0, 0, 7, 8)
+    left, _, top, _ = c.pad
+    assert torch.equal(small[0, :, top:top + 17, left:left + 16], imgs[2])
+    assert small[0, :, :top].abs().sum() == 0

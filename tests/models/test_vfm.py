@@ -174,6 +174,18 @@ def test_bad_configs():
     enc = _tiny()
     with pytest.raises(ValueError, match=r'\[B, 3, H, W\]'):
         enc.patch_features(torch.randn(3, 32, 32))
-    with pytest.raises(ValueError, match='smaller than one'):
-        enc.patch_features(torch.randn(1, 3, 8, 32))
     assert build_vfm_encoder(enc) is enc
+
+
+@pytest.mark.parametrize('name, size, grid', [(DINOV3, (8, 32), (1, 2)), (DINOV3, (20, 30), (1, 2)),
+                                              (DINOV2, (1, 1), (1, 1)), (DINOV2, (42, 75), (3, 5))])
+def test_any_size_is_resized_to_whole_patches(name, size, grid):
+    # the token grid spans the whole input: H / p rounded (at least 1), the input resized to it
+    enc = _tiny(name, img_size=56)
+    p = enc.patch_size
+    x = torch.randn(1, 3, *size)
+    feats = enc.patch_features(x)
+    assert feats.shape[1:3] == grid == enc.grid_size(*size)
+    resized = torch.nn.functional.interpolate(x, size=(grid[0] * p, grid[1] * p),
+                                              mode='bilinear', align_corners=False)
+    torch.testing.assert_close(feats, enc.patch_features(resized))
