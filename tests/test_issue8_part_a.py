@@ -49,15 +49,20 @@ def _alignments(cache):
     return sorted(os.listdir(folder)) if folder.is_dir() else []
 
 
+def _fit_random(demo, gpua_setup, out, classes):
+    """``demo --fit`` with random weights into an empty cache -> the artifact's path."""
+    cfg, imgs, cache, _ = gpua_setup
+    assert demo.main(_demo_args(cfg, imgs, out, classes, '--weights', 'random', '--fit')) == 0
+    (art,) = _alignments(cache)
+    return str(cache / 'alignments' / art)
+
+
 # ---------------------------------------------------------------------------- bug 1
 def test_bug1_vocabulary_one_format(demo, gpua_setup, tmp_path, capsys):
     """demo --fit with synonyms, then --alignment on that file: same vocabulary, GPUA on."""
     cfg, imgs, cache, _ = gpua_setup
     classes = 'cat, kitty; sofa; background'
-    assert demo.main(_demo_args(cfg, imgs, tmp_path / 'o1', classes, '--weights', 'random',
-                                '--fit')) == 0
-    (art,) = _alignments(cache)
-    art = str(cache / 'alignments' / art)
+    art = _fit_random(demo, gpua_setup, tmp_path / 'o1', classes)
     amap = AlignmentMap.load(art)
     want = Vocabulary.parse(classes)
     assert amap.meta['vocabulary'] == want.classes == [['cat', 'kitty'], ['sofa'], ['background']]
@@ -208,10 +213,7 @@ def test_bug6_identity_covers_clip_mode_and_weights(demo, gpua_setup, tmp_path):
     from gpua_mmseg.apis import OpenVocabSegmenter
     cfg, imgs, cache, _ = gpua_setup
     classes = 'cat; sofa; background'
-    assert demo.main(_demo_args(cfg, imgs, tmp_path / 'o', classes, '--weights', 'random',
-                                '--fit')) == 0
-    (art,) = _alignments(cache)
-    art = str(cache / 'alignments' / art)
+    art = _fit_random(demo, gpua_setup, tmp_path / 'o', classes)
     ident = AlignmentMap.load(art).identity
     assert set(ident) >= {'vfm', 'vfm_weights', 'vlm', 'vlm_weights', 'vlm_activation',
                           'clip_mode', 'prototype_mode', 'vocab_hash', 'method'}
