@@ -207,7 +207,6 @@ def gpua_cases(args, shared) -> List[Case]:
     import os.path as osp
     import tempfile
 
-    from gpua_mmseg.alignment import vocabulary_hash
     from gpua_mmseg.models.vfm import build_vfm_encoder
     base: CLIPEncoder = shared['base']
     torch.manual_seed(args.seed + 2)
@@ -220,13 +219,13 @@ def gpua_cases(args, shared) -> List[Case]:
                           std=base.std.tolist(), info=base.info)
         extra = {}
         if name != 'sclip':
-            from gpua_mmseg.models.text_classifier import load_class_names, queries_of
-            queries, _ = queries_of(load_class_names(args.class_names))
+            from gpua_mmseg.vocabulary import Vocabulary
+            vocab = Vocabulary.parse(args.class_names)
             path = _random_artifact(
                 osp.join(tempfile.mkdtemp(prefix='gpua_bench_'), 'map.safetensors'),
                 vfm.embed_dim, base.embed_dim,
-                dict(vfm=vfm.name, vlm=base.info.get('name'), vocabulary=queries,
-                     vocab_hash=vocabulary_hash(queries)), args.seed)
+                dict(vfm=vfm.name, vlm=base.info.get('name'), vocabulary=vocab.classes,
+                     vocab_hash=vocab.hash), args.seed)
             extra = dict(vfm=vfm, decode_head=dict(type='GPUAHead', alignment_path=path,
                                                    fusion_weight=0.9))
         seg = GPUASegmentor(clip=enc, clip_mode='sclip', class_names=args.class_names,
