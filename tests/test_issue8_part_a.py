@@ -352,3 +352,20 @@ def test_templates_come_from_open_clip():
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES as OC
     from gpua_mmseg.models.templates import resolve_templates
     assert resolve_templates('openai_imagenet') == [t('{}') for t in OC]
+
+
+def test_issue11_corrupt_cached_demo_map_is_refitted_and_empty_classes_refused(
+        demo, gpua_setup, tmp_path, capsys):
+    cfg, imgs, cache, _ = gpua_setup
+    art = _fit_random(demo, gpua_setup, tmp_path / 'o1', 'cat; background')
+    with open(art, 'r+b') as f:  # truncated by a crash / full disk
+        f.truncate(100)
+    capsys.readouterr()
+    assert demo.main(_demo_args(cfg, imgs, tmp_path / 'o2', 'cat; background', '--weights',
+                                'random', '--fit')) == 0
+    captured = capsys.readouterr()
+    assert 'ignoring the cached GPUA artifact' in captured.err
+    assert 'fitting a GPUA map' in captured.out
+    AlignmentMap.load(art)  # rewritten whole
+    assert demo.main(_demo_args(cfg, imgs, tmp_path / 'o3', '', '--weights', 'random')) == 2
+    assert 'empty' in capsys.readouterr().err
