@@ -283,3 +283,23 @@ def test_usage_md_config_examples_fit_then_test(tmp_path, monkeypatch, capsys):
                            capture_output=True, text=True, env=env)
         assert r.returncode == 0, config + r.stdout[-2000:] + r.stderr[-3000:]
         assert re.search(r'metrics: .*mIoU=([0-9.]+)', r.stdout), r.stdout[-2000:]
+
+
+# ------------------------------------------------------------------ public segmentor API
+def test_attach_gpua_checks_the_map_and_detaches(clip, vfms, tmp_path):
+    vfm = vfms[16]
+    path = artifact(tmp_path / 'a.safetensors', clip, vfm)
+    seg = segmentor(clip)
+    base = predict(seg, 64, 96)
+    head = dict(type='GPUAHead', alignment_path=path, fusion_weight=0.0)
+    assert seg.attach_gpua(vfm, head) is seg and seg.decode_head.needs_vfm
+    assert not torch.allclose(predict(seg, 64, 96)[0], base[0])
+    seg.set_vocabulary(VOCAB[:3])               # the map was fitted for four classes
+    with pytest.raises(ValueError, match='vocab_hash') as err:
+        seg.check_alignment()
+    assert f'tools/fit_alignment.py CONFIG --out {path}' in str(err.value)
+    with pytest.raises(ValueError, match='vfm'):     # another VFM than the one it was fitted on
+        segmentor(clip).attach_gpua(vfms[14], head)
+    seg.set_vocabulary(VOCAB)
+    seg.attach_gpua(None, None)
+    assert seg.decode_head is None and torch.equal(predict(seg, 64, 96)[0], base[0])
