@@ -63,7 +63,9 @@ def _window(slide_crop, slide_stride, test_cfg):
         if 'crop_size' not in test_cfg or 'stride' not in test_cfg:
             raise ValueError(f"test_cfg={dict(test_cfg)!r}: mode='slide' needs crop_size and "
                              'stride, e.g. crop_size=(224, 224), stride=(112, 112)')
-        crop, stride = tuple(test_cfg['crop_size']), tuple(test_cfg['stride'])
+        crop, stride = test_cfg['crop_size'], test_cfg['stride']
+        crop = crop if isinstance(crop, int) else tuple(crop)
+        stride = stride if isinstance(stride, int) else tuple(stride)
     given = (slide_crop, slide_stride)
     if given != (None, None):
         same = (not given[0] and not crop) or (
@@ -71,7 +73,8 @@ def _window(slide_crop, slide_stride, test_cfg):
             and _pair('slide_stride', given[1]) == _pair('stride', stride))
         if not same:
             raise ValueError(f'slide_crop={given[0]!r}, slide_stride={given[1]!r} disagree with '
-                             f'test_cfg={dict(test_cfg)!r}; set the window in one of the two')
+                             f'test_cfg={dict(test_cfg)!r}; set the window in one of the two '
+                             '(slide_crop=None, slide_stride=None to use test_cfg)')
     return crop, stride
 
 
