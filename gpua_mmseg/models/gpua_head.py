@@ -21,7 +21,7 @@ Nothing here is trained: the head has no parameters and writes nothing into chec
 artifact file stays the single source of truth); the map's tensors follow ``.to(device)``.
 """
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
