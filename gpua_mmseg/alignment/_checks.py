@@ -1,4 +1,5 @@
 """Input validation and small numeric helpers shared by the alignment modules (pure torch)."""
+import math
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
@@ -12,6 +13,32 @@ ChunkSource = Callable[[], Iterator]
 def l2n(x: Tensor, dim: int = -1) -> Tensor:
     """L2-normalise along ``dim`` (zero vectors stay zero instead of becoming NaN)."""
     return F.normalize(x, dim=dim, eps=1e-12)
+
+
+def check_positive(cfg, names, owner: str) -> None:
+    """Every field in ``names`` of the config ``cfg`` must be a finite number > 0."""
+    for n in names:
+        v = getattr(cfg, n)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or not v > 0:
+            raise ValueError(f'{owner}.{n} must be a finite number > 0, got {v!r}')
+
+
+def check_nonneg(cfg, names, owner: str) -> None:
+    """Every field in ``names`` must be a finite number >= 0."""
+    for n in names:
+        v = getattr(cfg, n)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < 0:
+            raise ValueError(f'{owner}.{n} must be a finite number >= 0, got {v!r}')
+
+
+def check_int(cfg, names, minimum: int, owner: str) -> None:
+    """Every field in ``names`` must be an integer >= ``minimum``."""
+    for n in names:
+        v = getattr(cfg, n)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f'{owner}.{n} must be an integer >= {minimum}, got {v!r}')
 
 
 def check_matrix(name: str, x, dim: Optional[int] = None, min_rows: int = 1,

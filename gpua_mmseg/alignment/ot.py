@@ -112,14 +112,18 @@ class _KLOTFunction(torch.autograd.Function):
     """KL(OT_eps*(K*) || OT_eps(K)) with the closed-form gradient (P - P*) / eps w.r.t. K."""
 
     @staticmethod
-    def forward(ctx, K, K_star, a, b, eps, eps_star, n_iters, tol):
+    def forward(ctx, K, K_star, a, b, eps, eps_star, n_iters, tol, n_iters_star, stats):
         with torch.no_grad():
-            P_star = sinkhorn(K_star, a, b, eps=eps_star, n_iters=n_iters, tol=tol)
+            P_star = sinkhorn(K_star, a, b, eps=eps_star, n_iters=n_iters_star, tol=tol)
             P, alpha, beta = sinkhorn(K, a, b, eps=eps, n_iters=n_iters, tol=tol,
                                       return_potentials=True)
             log_P = K / eps + alpha[:, None] + beta[None, :]
             mask = P_star > 0
             value = (P_star[mask] * (P_star[mask].log() - log_P[mask])).sum()
+            if stats is not None:
+                b_ = _marginal(b, K.shape[1], K, 'b')
+                stats['teacher_marginal_err'] = float((P_star.sum(0) - b_).abs().sum())
+                stats['student_marginal_err'] = float((P.sum(0) - b_).abs().sum())
         ctx.save_for_backward(P, P_star)
         ctx.eps = eps
         return value
@@ -128,12 +132,13 @@ class _KLOTFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         P, P_star = ctx.saved_tensors
         grad_K = grad_out * (P - P_star) / ctx.eps
-        return grad_K, None, None, None, None, None, None, None
+        return grad_K, None, None, None, None, None, None, None, None, None
 
 
 def klot(K: Tensor, K_star: Tensor, eps: float = 0.05, eps_star: float = 0.01,
          a: Optional[Tensor] = None, b: Optional[Tensor] = None, n_iters: int = 100,
-         tol: float = 1e-6) -> Tensor:
+         tol: float = 1e-6, n_iters_star: Optional[int] = None,
+         stats: Optional[dict] = None) -> Tensor:
     """KLOT loss of SOTAlign: ``KL( OT_{eps*}(K*) || OT_eps(K) )``.
 
     Args:
@@ -141,6 +146,11 @@ def klot(K: Tensor, K_star: Tensor, eps: float = 0.05, eps_star: float = 0.01,
         K_star: teacher affinities [n, m] (treated as a constant).
         eps, eps_star: entropic regularisation of the student / teacher plan.
         a, b: marginals (default uniform).
+        n_iters, tol: Sinkhorn budget of the student plan.
+        n_iters_star: Sinkhorn budget of the teacher plan (default ``n_iters``); the teacher's
+            small ``eps_star`` needs many more iterations to meet its marginals.
+        stats: optional dict, filled with the L1 column-marginal errors of both plans
+            (``teacher_marginal_err``, ``student_marginal_err``).
 
     Returns:
         A scalar >= 0.  Its gradient w.r.t. ``K`` is ``(OT_eps(K) - OT_eps*(K*)) / eps``,
@@ -149,4 +159,5 @@ def klot(K: Tensor, K_star: Tensor, eps: float = 0.05, eps_star: float = 0.01,
     if K.shape != K_star.shape:
         raise ValueError(f'K {tuple(K.shape)} and K_star {tuple(K_star.shape)} must match')
     return _KLOTFunction.apply(K, K_star.detach(), a, b, float(eps), float(eps_star),
-                               int(n_iters), float(tol))
+                               int(n_iters), float(tol),
+                               int(n_iters if n_iters_star is None else n_iters_star), stats)
