@@ -20,7 +20,8 @@ setup(
                 'SC-CLIP) as an MMSegmentation 1.x plugin',
     packages=find_packages(include=['gpua_mmseg', 'gpua_mmseg.*']),
     include_package_data=True,
-    package_data={'gpua_mmseg': ['datasets/class_names/*.txt', 'data/*']},
+    package_data={'gpua_mmseg': ['datasets/class_names/*.txt', 'data/*', 'data/toyworld/*',
+                              'toyworld/*.txt']},
     python_requires='>=3.9',
     install_requires=['numpy', 'safetensors'],
     extras_require={

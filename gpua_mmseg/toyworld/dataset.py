@@ -16,13 +16,12 @@ absent or complete.
 import json
 import os
 import os.path as osp
-import shutil
-import tempfile
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
+from ..utils.atomic import atomic_directory
 from .scenes import CLASSES, make_scene
 
 __all__ = ['write_dataset', 'label_palette', 'split_scene_index']
@@ -65,10 +64,9 @@ def write_dataset(out: str, seed: int, splits: Sequence[Tuple[str, int]] = (('va
                          f'{list(splits)}')
     if int(size) < 16:
         raise ValueError(f'size must be >= 16 pixels, got {size}')
-    parent = osp.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.' + osp.basename(out) + '.', dir=parent)
-    try:
+    meta = {}
+
+    def write(tmp):
         for d in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
             os.makedirs(osp.join(tmp, d))
         pal = label_palette().reshape(-1).tolist()
@@ -91,16 +89,11 @@ def write_dataset(out: str, seed: int, splits: Sequence[Tuple[str, int]] = (('va
             split_counts[name] = int(n)
         with open(osp.join(tmp, 'class_names.txt'), 'w') as f:
             f.write('\n'.join(CLASSES) + '\n')
-        meta = dict(world='gpua_mmseg toy world', seed=int(seed), size=int(size),
+        meta.update(world='gpua_mmseg toy world', seed=int(seed), size=int(size),
                     splits=split_counts, classes=list(CLASSES),
                     pixel_frequency=(counts / counts.sum()).round(6).tolist())
         with open(osp.join(tmp, 'meta.json'), 'w') as f:
             json.dump(meta, f, indent=2)
-        os.chmod(tmp, 0o755)
-        if osp.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_directory(out, write, overwrite=overwrite)
     return meta

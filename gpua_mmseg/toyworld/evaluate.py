@@ -45,11 +45,12 @@ def _data_options(data_root: str, split: str) -> List[str]:
 
 
 def run_test(config: str, data_root: str, work_dir: str, options: Sequence[str] = (),
-             split: str = 'val') -> float:
-    """``tools/test.py CONFIG`` on ``split`` -> mIoU (%).  ``options``: extra KEY=VALUE strings."""
+             split: str = 'val', extra_args: Sequence[str] = ()) -> float:
+    """``tools/test.py CONFIG`` on ``split`` -> mIoU (%).  ``options``: extra KEY=VALUE strings;
+    ``extra_args``: other test.py arguments (e.g. ``['--out', folder]``)."""
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = _tool('test.py').main([config, '--work-dir', work_dir, '--cfg-options',
+        rc = _tool('test.py').main([config, '--work-dir', work_dir, *extra_args, '--cfg-options',
                                     *_data_options(data_root, split), *options])
     out = buf.getvalue()
     m = _METRICS.search(out)
@@ -59,10 +60,14 @@ def run_test(config: str, data_root: str, work_dir: str, options: Sequence[str] 
 
 
 def run_fit(config: str, data_root: str, out: str, options: Sequence[str] = (),
-            method: str = 'gpua', labeled: int = 0, split: str = 'fit') -> str:
-    """``tools/fit_alignment.py CONFIG --out OUT`` on ``split`` -> the artifact path."""
+            method: str = 'gpua', labeled: int = 0, split: str = 'fit',
+            fit_options: Sequence[str] = ()) -> str:
+    """``tools/fit_alignment.py CONFIG --out OUT`` on ``split`` -> the artifact path.
+    ``fit_options``: ``--fit-options`` KEY=VALUE strings (e.g. ``refine_steps=50``)."""
     args = [config, '--out', out, '--no-plot', '--method', method,
             '--cfg-options', *_data_options(data_root, split), *options]
+    if fit_options:
+        args += ['--fit-options', *fit_options]
     if labeled:
         args[1:1] = ['--labeled', str(labeled)]
     buf = io.StringIO()

@@ -12,8 +12,8 @@ worlds (other ``data_seed``).
   positives of each other (soft targets), not as negatives.
 * VFM: timm DINOv3 ViT; two renderings of one layout (same geometry, new colours and new
   background noise, crop offsets on the patch grid); InfoNCE between a patch of view A and the
-  patch covering the same layout pixels in view B, all other patches of the batch in view B
-  being negatives.
+  patch covering the same layout pixels in view B, the other patches of that scene's view B
+  being the negatives.
 """
 import hashlib
 import json
@@ -29,11 +29,12 @@ from .models import TOY_VFM_NAME, clip_model_cfg, vfm_model_kwargs
 from .scenes import caption, class_presence, make_scene, render, sample_layout
 
 __all__ = ['state_dict_sha256', 'train_clip', 'train_vfm', 'CLIP_DEFAULTS', 'VFM_DEFAULTS',
-           'TRAIN_DATA_SEED']
+           'TRAIN_DATA_SEED', 'save_weights', 'update_manifest', 'file_sha256']
 
 TRAIN_DATA_SEED = 1000  # training world; evaluation datasets use other seeds
 CLIP_DEFAULTS = dict(steps=1000, batch=128, lr=2e-3, wd=0.05, warmup=50, seed=0)
-VFM_DEFAULTS = dict(steps=400, batch=48, lr=2e-3, wd=0.05, warmup=30, seed=0, tau=0.1)
+VFM_DEFAULTS = dict(steps=300, batch=48, lr=1e-3, wd=0.05, warmup=30, seed=0, tau=0.1,
+                    init_values=0.1)
 
 # CLIP's normalisation (open_clip's OPENAI_DATASET_MEAN/STD) and timm's DINOv3 pretrained_cfg
 # (ImageNet): each encoder is trained with the statistics its loader will use.
@@ -158,14 +159,22 @@ def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int):
 def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['batch'],
               lr: float = VFM_DEFAULTS['lr'], wd: float = VFM_DEFAULTS['wd'],
               warmup: int = VFM_DEFAULTS['warmup'], seed: int = VFM_DEFAULTS['seed'],
-              tau: float = VFM_DEFAULTS['tau'], size: int = 64,
+              tau: float = VFM_DEFAULTS['tau'], init_values: float = VFM_DEFAULTS['init_values'],
+              size: int = 64,
               logger: Optional[Callable] = print, log_every: int = 50,
               stop_after: Optional[int] = None, prefix_steps: int = 3):
-    """Train the toy VFM -> (timm model in eval mode, stats dict) with dense patch InfoNCE."""
+    """Train the toy VFM -> (timm model in eval mode, stats dict) with dense patch InfoNCE.
+
+    ``init_values``: initial layer-scale gammas.  timm's DINOv3 default (1e-5) suits fine-tuning
+    a trained model; from scratch in a few hundred steps it keeps the blocks switched off and
+    the loss stalls near ln(batch patches).  Only the initialisation differs: the saved file
+    has the same keys and loads into the stock architecture.
+    """
     import timm
     _setup(seed)
     model = timm.create_model(TOY_VFM_NAME, pretrained=False, num_classes=0,
-                              dynamic_img_size=True, **vfm_model_kwargs())
+                              dynamic_img_size=True, init_values=init_values,
+                              **vfm_model_kwargs())
     cfg = model.pretrained_cfg
     mean, std = tuple(cfg['mean']), tuple(cfg['std'])
     patch = model.patch_embed.patch_size[0]
@@ -182,18 +191,23 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
             grp['lr'] = _lr_at(step, steps, lr, warmup)
         tok = model.forward_features(x)[:, npre:]  # [2B, g*g, D]
         tok = F.normalize(tok, dim=-1)
-        ta, tb = tok[:batch], tok[batch:].reshape(batch * g * g, -1)
-        # patch (i, j) of A covers layout pixels (oa + p*(i, j)); in B that is patch i + dA/p
+        ta, tb = tok[:batch], tok[batch:]  # [B, g*g, D] each
+        # patch (i, j) of A covers layout pixels oa + p*(i, j); in B that is patch (i, j) + dA/p
         d = torch.from_numpy((offs[:, 0] - offs[:, 1]) // patch)  # [B, 2]
         bi = ii.reshape(1, -1) + d[:, :1]
         bj = jj.reshape(1, -1) + d[:, 1:]
-        valid = (bi >= 0) & (bi < g) & (bj >= 0) & (bj < g)
-        tgt = torch.arange(batch).view(-1, 1) * g * g + bi.clamp(0, g - 1) * g + bj.clamp(0, g - 1)
-        qa = ta.reshape(batch * g * g, -1)[valid.reshape(-1)]
-        tgt = tgt.reshape(-1)[valid.reshape(-1)]
-        logits = qa @ tb.t() / tau
-        loss = 0.5 * (F.cross_entropy(logits, tgt)
-                      + F.cross_entropy(tb[tgt] @ qa.t() / tau, torch.arange(len(tgt))))
+        valid = (bi >= 0) & (bi < g) & (bj >= 0) & (bj < g)  # [B, g*g]
+        tgt = (bi.clamp(0, g - 1) * g + bj.clamp(0, g - 1))
+        # Negatives are the other patches of the *same* scene: across scenes, two patches of
+        # one background texture cannot be told apart (new colours and noise per view), and
+        # those unresolvable negatives drown the signal (the loss stalls near ln(B*g*g)).
+        logits = torch.bmm(ta, tb.transpose(1, 2)) / tau  # [B, g*g (A), g*g (B)]
+        loss_ab = F.cross_entropy(logits[valid], tgt[valid])
+        # B -> A: the B patch tgt[b, q] should pick A patch q among A's patches
+        logits_ba = torch.gather(logits.transpose(1, 2), 1,
+                                 tgt.unsqueeze(-1).expand(-1, -1, g * g))  # [B, g*g, g*g]
+        src = torch.arange(g * g).view(1, -1).expand(batch, -1)
+        loss = 0.5 * (loss_ab + F.cross_entropy(logits_ba[valid], src[valid]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -218,8 +232,16 @@ def save_weights(model: torch.nn.Module, path: str, dtype: Optional[torch.dtype]
     sd = {k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
           .contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(sd, tmp))
+    return file_sha256(path)
+
+
+def file_sha256(path: str) -> str:
+    """sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
     with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
 
 
 def update_manifest(path: str, key: str, entry: Dict) -> Dict:

@@ -11,6 +11,7 @@ model = dict(
     clip=dict(
         _delete_=True,
         name='toyworld-clip-vit-p8',
+        quick_gelu=False,
         pretrained=toyworld_weights + '/toy_clip.safetensors',
         model_cfg=dict(
             embed_dim=64,

@@ -4,9 +4,8 @@
 _base_ = ['./toyworld_clip.py']
 model = dict(
     vfm=dict(
-        _delete_=True,
         name='vit_small_patch16_dinov3',
         pretrained='{{fileDirname}}/../../../gpua_mmseg/data/toyworld/toy_vfm.safetensors',
         model_kwargs=dict(embed_dim=64, depth=3, num_heads=4, patch_size=8, img_size=64)),
-    decode_head=dict(_delete_=True, type='GPUAHead', alignment_path='', fusion_weight=0.5),
+    decode_head=dict(type='GPUAHead', alignment_path='', fusion_weight=0.5),
 )
