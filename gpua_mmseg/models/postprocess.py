@@ -28,6 +28,7 @@ Upsampling the logits to full size first costs ``Q x H0 x W0`` floats per interm
 from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # Largest Q x H0 x W0 handled at full resolution in one piece (see the module docstring).
@@ -139,28 +140,26 @@ def fits_full_resolution(num_queries: int, out_size: Sequence[int]) -> bool:
 
 
 def _bilinear_taps(n_in: int, n_out: int, device) -> Tuple[Tensor, Tensor, Tensor]:
-    """Source indices ``i0, i1`` ``[n_out]`` and weight ``lam`` of ``i1`` for a bilinear resize
-    ``n_in -> n_out`` with ``align_corners=False`` (``F.interpolate``'s convention)."""
-    scale = n_in / n_out
-    src = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * scale - 0.5)
+    """Source rows ``i0, i1`` ``[n_out]`` and the weight ``lam`` of ``i1`` for a bilinear resize
+    ``n_in -> n_out`` with ``align_corners=False``, in float32 as ``F.interpolate`` computes
+    them (``src = max(scale * (dst + 0.5) - 0.5, 0)``, ``scale = n_in / n_out``)."""
+    scale = torch.tensor(n_in, dtype=torch.float32) / n_out
+    src = (torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5
     src = src.clamp(min=0.0)
-    i0 = src.floor().long().clamp(max=n_in - 1)
+    i0 = src.long().clamp(max=n_in - 1)
     i1 = (i0 + 1).clamp(max=n_in - 1)
-    return i0, i1, (src - i0).float()
+    return i0.to(device), i1.to(device), (src - i0).to(device)
 
 
-def _band_scores(logits: Tensor, rows: Tuple[Tensor, Tensor, Tensor],
-                 cols: Tuple[Tensor, Tensor, Tensor], query_to_class: Tensor, num_classes: int,
-                 logit_scale: float) -> Tensor:
+def _band_scores(logits: Tensor, rows: Tuple[Tensor, Tensor, Tensor], out_w: int,
+                 query_to_class: Tensor, num_classes: int, logit_scale: float) -> Tensor:
     """Class scores ``[B, C, band, W0]`` of one band of output rows."""
     r0, r1, rl = rows
-    c0, c1, cl = cols
-    dt = logits.dtype
-    rl = rl.to(dt).view(1, 1, -1, 1)
-    cl = cl.to(dt).view(1, 1, 1, -1)
-    # Height first on the narrow [B, Q, band, w] rows, then width to [B, Q, band, W0].
+    rl = rl.to(logits.dtype).view(1, 1, -1, 1)
+    # Height: lerp of the two source rows of each output row, on the narrow [B, Q, band, w];
+    # width: F.interpolate itself (its height scale is 1 here, i.e. the identity).
     x = logits.index_select(2, r0) * (1 - rl) + logits.index_select(2, r1) * rl
-    x = x.index_select(3, c0) * (1 - cl) + x.index_select(3, c1) * cl
+    x = F.interpolate(x, size=(x.shape[2], out_w), mode='bilinear', align_corners=False)
     return query_to_class_scores(x, query_to_class, num_classes, logit_scale)
 
 
@@ -194,13 +193,12 @@ def tiled_scores_and_labels(logits: Tensor, out_size: Sequence[int], query_to_cl
     budget = int(tile_elements or TILE_MAX_ELEMENTS)
     band = max(1, budget // max(1, b * max(q, c) * W0))
     rows = _bilinear_taps(h, H0, logits.device)
-    cols = _bilinear_taps(w, W0, logits.device)
     q2c = torch.as_tensor(query_to_class, device=logits.device).long()
 
     def bands():
         for y in range(0, H0, band):
             sl = slice(y, min(H0, y + band))
-            yield sl, _band_scores(logits, tuple(t[sl] for t in rows), cols, q2c, c,
+            yield sl, _band_scores(logits, tuple(t[sl] for t in rows), W0, q2c, c,
                                    logit_scale)
 
     keep = None

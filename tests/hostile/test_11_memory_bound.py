@@ -91,10 +91,12 @@ def test_huge_path_same_labels_scores_at_working_size(seg, thr, monkeypatch):
 
 
 def test_benchmark_memory_bound(tmp_path):
-    """tools/benchmark.py --memory at 2000 x 2000 (voc21: 60 queries): the table is written
-    (umask mode, item 13) and the peak RSS increase stays within the documented bound."""
+    """tools/benchmark.py --memory at 1536 x 1536 (voc21: 60 queries, just past the plain
+    path): the table is written (umask mode, item 13) and the peak RSS increase stays within
+    the documented bound."""
+    assert not postprocess.fits_full_resolution(60, (1536, 1536))
     out = tmp_path / 'mem.md'
-    h0 = w0 = 2000
+    h0 = w0 = 1536
     rc, stdout, stderr = run([osp.join(TOOLS, 'benchmark.py'), '--memory', '--memory-size',
                               str(h0), str(w0), '--memory-classes', 'voc21', '--memory-out',
                               str(out)], timeout=500)
@@ -107,7 +109,8 @@ def test_benchmark_memory_bound(tmp_path):
     # documented bound: ~6 band tensors + int64 labels (+ working-size scores, small)
     bound_mb = (6 * postprocess.TILE_MAX_ELEMENTS * 4 + 8 * h0 * w0) / 2 ** 20
     assert increase_mb < bound_mb + 150, (increase_mb, bound_mb)
-    assert increase_mb < 0.6 * full_mb  # the unbounded path allocates >= 1x full_mb
+    # the unbounded path holds >= 2 full-size tensors at once (upsampled logits + softmax)
+    assert increase_mb < full_mb
     assert out.read_text() in stdout
     mask = os.umask(0)
     os.umask(mask)
