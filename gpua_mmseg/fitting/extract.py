@@ -97,8 +97,10 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
         for batch, chunk in iter_crop_batches([image01], segmentor.slide_crop,
                                               segmentor.slide_stride,
                                               segmentor.crop_batch_size, size_divisor=p):
-            c_feat = clip.patch_features(clip.normalize(batch))            # [n, h, w, dc]
             v_feat = vfm_encoder.patch_features(vfm_encoder.normalize(batch))
+            # ProxyCLIP's last block reads the same VFM tokens: one VFM forward for both
+            c_feat = clip.patch_features(clip.normalize(batch), vfm_tokens=(
+                v_feat if getattr(clip, 'needs_vfm', False) else None))   # [n, h, w, dc]
             h, w = c_feat.shape[1:3]
             if tuple(v_feat.shape[1:3]) != (h, w):
                 v_feat = F.interpolate(v_feat.permute(0, 3, 1, 2).float(), size=(h, w),

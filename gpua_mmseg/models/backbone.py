@@ -100,10 +100,16 @@ class GPUATwoTowerBackbone(BaseModule):
         images01 = inputs.to(device=ref.device, dtype=ref.dtype) / 255.0
         with torch.no_grad():
             clip_in = resize_to_patch_multiple(images01, clip.patch_size)
-            clip_feats = clip.patch_features(clip.normalize(clip_in))
             vfm_feats = None
             if self.vfm_encoder is not None:
                 vfm_feats = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(images01))
+            elif clip.needs_vfm:
+                raise ValueError(f'clip_mode={clip.mode!r} needs the VFM tokens: give the '
+                                 'backbone vfm=dict(...)')
+            # ProxyCLIP's attention and the GPUA head share the one VFM forward
+            clip_feats = clip.patch_features(clip.normalize(clip_in), vfm_tokens=(
+                vfm_feats if clip.needs_vfm else None))
+            if vfm_feats is not None:
                 vfm_feats = vfm_feats.permute(0, 3, 1, 2)
             text = F.normalize(torch.as_tensor(self.text_classifier.embeddings), dim=-1)
         q2c = self.text_classifier.query_to_class.to(ref.device)

@@ -103,7 +103,9 @@ class GPUASegmentor(BaseSegmentor):
             become background) needs a background class.
         pamr_steps, pamr_dilations: PAMR refinement (0 steps disables).
         autocast_dtype: None | 'fp16' | 'bf16'; otherwise dtype follows the parameters.
-        vfm, decode_head: GPUA only; both or neither (or later: :meth:`attach_gpua`).
+        vfm, decode_head: GPUA: both (or later: :meth:`attach_gpua`).  ``clip_mode='proxyclip'``
+            needs ``vfm`` (its attention comes from the VFM tokens), with or without a head;
+            GPUA on ProxyCLIP runs the VFM once per crop batch for both.
             ``decode_head.fuse(clip_logits [n,Q,h,w], vfm_tokens [n,hv,wv,dv] | None,
             text_emb [Q,dc]) -> [n,Q,h,w]``; a head whose ``needs_vfm`` is False (GPUAHead at
             ``fusion_weight=1``) gets ``None`` and the VFM is not run.
@@ -166,8 +168,18 @@ class GPUASegmentor(BaseSegmentor):
 
         self.vfm_encoder = None
         self.decode_head = None
-        if vfm is not None:
+        if vfm is not None and decode_head is not None:
             self.attach_gpua(vfm, decode_head)
+        elif vfm is not None:
+            if not self.clip_encoder.needs_vfm:
+                raise ValueError(f'vfm=dict(...) without decode_head: clip_mode={clip_mode!r} does '
+                                 "not use a VFM; add decode_head=dict(type='GPUAHead', ...) for "
+                                 'GPUA, or remove vfm')
+            self._set_vfm(vfm)
+        elif self.clip_encoder.needs_vfm:
+            raise ValueError(f'clip_mode={clip_mode!r} computes its attention from VFM patch '
+                             "tokens: add vfm=dict(name='vit_base_patch16_dinov3.lvd1689m', "
+                             'pretrained=True) (see configs/_base_/models/proxyclip.py)')
 
     # ------------------------------------------------------------------ public API
     def set_vocabulary(self, vocab, bg_idx: Union[int, str, None] = 'auto') -> 'GPUASegmentor':
@@ -221,17 +233,24 @@ class GPUASegmentor(BaseSegmentor):
             raise ValueError('GPUA needs both vfm=dict(...) and decode_head=dict(type='
                              "'GPUAHead', ...); set both, or neither for a CLIP-only baseline")
         if vfm_encoder is None:
-            self.vfm_encoder = self.decode_head = None
+            # ProxyCLIP keeps its VFM (its attention needs it); everything else drops it
+            self.decode_head = None
+            if not self.clip_encoder.needs_vfm:
+                self.vfm_encoder = None
             return self
-        from .vfm import build_vfm_encoder
         device = self.clip_encoder.mean.device
-        self.vfm_encoder = build_vfm_encoder(vfm_encoder).eval().requires_grad_(False).to(device)
+        self._set_vfm(vfm_encoder)
         if isinstance(head, dict):
             head = MODELS.build(head)
         self.decode_head = head.eval().to(device)
         if check:
             self.check_alignment()
         return self
+
+    def _set_vfm(self, vfm_encoder) -> None:
+        from .vfm import build_vfm_encoder
+        device = self.clip_encoder.mean.device
+        self.vfm_encoder = build_vfm_encoder(vfm_encoder).eval().requires_grad_(False).to(device)
 
     def check_alignment(self) -> None:
         """Check the attached GPUA head's map against this model (no-op without a head).
@@ -282,7 +301,7 @@ class GPUASegmentor(BaseSegmentor):
         if autocast_dtype not in _AUTOCAST:
             raise ValueError(f"autocast_dtype must be None, 'fp16' or 'bf16', got "
                              f'{autocast_dtype!r}')
-        if (vfm is None) != (decode_head is None):
+        if vfm is None and decode_head is not None:
             raise ValueError('GPUA needs both vfm=dict(...) and decode_head=dict(type='
                              "'GPUAHead', ...); set both, or neither for a CLIP-only baseline")
 
@@ -308,13 +327,19 @@ class GPUASegmentor(BaseSegmentor):
         ``h, w`` is the CLIP patch grid ``H/p, W/p``.
         """
         text = self.get_text_embeddings()
-        logits = query_logits(self.clip_encoder.patch_features(self.clip_encoder.normalize(crops01)),
-                              text)
+        clip = self.clip_encoder
+        # λ = 1: the GPUA term has weight 0 and the head needs no VFM tokens
+        head_needs_vfm = (self.decode_head is not None
+                          and getattr(self.decode_head, 'needs_vfm', True))
+        vfm_tokens = None
+        if clip.needs_vfm or head_needs_vfm:
+            # one VFM forward serves both ProxyCLIP's attention and the GPUA logits
+            vfm_tokens = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(crops01))
+        feats = clip.patch_features(clip.normalize(crops01),
+                                    vfm_tokens=vfm_tokens if clip.needs_vfm else None)
+        logits = query_logits(feats, text)
         if self.decode_head is not None:
-            vfm_tokens = None
-            if getattr(self.decode_head, 'needs_vfm', True):  # λ = 1: the VFM term has weight 0
-                vfm_tokens = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(crops01))
-            logits = self.decode_head.fuse(logits, vfm_tokens, text)
+            logits = self.decode_head.fuse(logits, vfm_tokens if head_needs_vfm else None, text)
         return logits
 
     def _autocast(self, device: torch.device):

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from gpua_mmseg.models.clip import build_clip_encoder, list_last_blocks, tiny_clip_model_cfg
+from gpua_mmseg.models.clip import (build_clip_encoder, list_last_blocks, mode_needs_vfm,
+                                    tiny_clip_model_cfg)
 
 # SC-CLIP's ViT-B/16 layer indices do not exist in the 3-block tiny model.
 TINY_CFG = dict(scclip=dict(pre_adjust_idx=1, post_adjust_idx=0, multi_start_idx=0,
@@ -57,18 +58,30 @@ def test_pos_embed_interpolation():
     torch.testing.assert_close(out[1:], pe[1:2].expand(35, -1), rtol=1e-5, atol=1e-5)
 
 
+def _vfm_tokens(img, seed=0):
+    """Stand-in VFM tokens on the image's 16-pixel grid (for variants that read them)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(img.shape[0], img.shape[-2] // 16, img.shape[-1] // 16, 8, generator=g)
+
+
+def _features(enc, img, tokens):
+    return enc.patch_features(img, vfm_tokens=tokens if mode_needs_vfm(enc.mode) else None)
+
+
 def test_batch_independence_all_modes(make_tiny_clip):
     img = torch.randn(3, 3, 48, 64)
+    tok = _vfm_tokens(img)
     for mode in list_last_blocks():
         enc = make_tiny_clip(mode, seed=2, **TINY_CFG.get(mode, {}))
-        full = enc.patch_features(img)
-        single = torch.cat([enc.patch_features(img[i:i + 1]) for i in range(3)])
+        full = _features(enc, img, tok)
+        single = torch.cat([_features(enc, img[i:i + 1], tok[i:i + 1]) for i in range(3)])
         torch.testing.assert_close(full, single, rtol=1e-4, atol=1e-5, msg=mode)
 
 
 def test_modes_differ(make_tiny_clip):
     img = torch.randn(1, 3, 48, 48)
-    outs = {m: make_tiny_clip(m, seed=4, **TINY_CFG.get(m, {})).patch_features(img)
+    tok = _vfm_tokens(img)
+    outs = {m: _features(make_tiny_clip(m, seed=4, **TINY_CFG.get(m, {})), img, tok)
             for m in list_last_blocks()}
     names = sorted(outs)
     for i, a in enumerate(names):

@@ -26,7 +26,8 @@ def stored():
 
 
 def test_every_variant_is_covered():
-    assert sorted(MODE_CFGS) == list_last_blocks()
+    # proxyclip (needs VFM tokens) has its own parity file: test_proxyclip_regression.py
+    assert sorted(set(MODE_CFGS) | {'proxyclip'}) == list_last_blocks()
 
 
 @pytest.mark.parametrize('mode', sorted(MODE_CFGS))
@@ -44,5 +45,5 @@ def test_peer_diffs_recorded_and_small():
     with open(osp.join(DATA, 'clip_regression_peer_diffs.json')) as f:
         rec = json.load(f)
     modes = {k.split(':')[1] for k in rec['results']}
-    assert modes == set(list_last_blocks())
+    assert modes == set(list_last_blocks()) - {'proxyclip'}
     assert all(v['max_abs_diff'] < 1e-5 for v in rec['results'].values())

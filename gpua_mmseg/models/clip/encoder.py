@@ -104,12 +104,16 @@ class CLIPEncoder(nn.Module):
         x = torch.cat([cls, x], 1) + self.pos_embed((gh, gw), x.dtype)
         return visual.ln_pre(x), (gh, gw)
 
-    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised [B, 3, H, W] -> last-block output tokens before ln_post.
+    @property
+    def needs_vfm(self) -> bool:
+        """Whether the last-block variant reads VFM patch tokens (``clip_mode='proxyclip'``)."""
+        return self._variant.needs_vfm
 
-        Returns [B, 1 + h*w, width] or, for variants that only produce patches, [B, h*w, width].
-        """
+    def _run(self, images: torch.Tensor, vfm_tokens: Optional[torch.Tensor]):
         x, grid = self._tokens_in(images)
+        if self._variant.needs_vfm and vfm_tokens is None:
+            raise ValueError(f'clip_mode={self.mode!r} needs the VFM patch tokens of the same '
+                             'images: patch_features(images, vfm_tokens=[B, hv, wv, dv])')
         blocks = self.model.visual.transformer.resblocks
         batch_first = getattr(self.model.visual.transformer, 'batch_first', True)
         keep = self._variant.needs_intermediates
@@ -122,14 +126,29 @@ class CLIPEncoder(nn.Module):
                 feats.append(x if batch_first else x.transpose(0, 1))
         if not batch_first:
             x = x.transpose(0, 1)
-        ctx = BlockContext(grid_size=grid, feats=feats, batch_first=batch_first)
-        return self._variant.fn(blocks[-1], x, ctx, **self.mode_cfg)
+        ctx = BlockContext(grid_size=grid, feats=feats, batch_first=batch_first,
+                           vfm_tokens=vfm_tokens if self._variant.needs_vfm else None)
+        return self._variant.fn(blocks[-1], x, ctx, **self.mode_cfg), ctx
 
-    def patch_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised [B, 3, H, W] -> [B, H/p, W/p, dc] patch embeddings (ln_post, proj; not L2-normed)."""
-        x = self.forward_tokens(images)
-        H, W = images.shape[-2:]
-        gh, gw = H // self.patch_size, W // self.patch_size
+    def forward_tokens(self, images: torch.Tensor,
+                       vfm_tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Normalised [B, 3, H, W] -> last-block output tokens before ln_post.
+
+        ``vfm_tokens`` ``[B, hv, wv, dv]``: VFM patch tokens of the same images, required by
+        (and only passed to) variants that need them (:attr:`needs_vfm`).
+        Returns [B, 1 + h*w, width] or, for variants that only produce patches, [B, n, width].
+        """
+        return self._run(images, vfm_tokens)[0]
+
+    def patch_features(self, images: torch.Tensor,
+                       vfm_tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Normalised [B, 3, H, W] -> [B, h, w, dc] patch embeddings (ln_post, proj; not L2-normed).
+
+        ``(h, w) = (H/p, W/p)``, or the VFM grid ``(hv, wv)`` for a variant working on it
+        (ProxyCLIP).  ``vfm_tokens``: see :meth:`forward_tokens`.
+        """
+        x, ctx = self._run(images, vfm_tokens)
+        gh, gw = ctx.out_grid or ctx.grid_size
         if not self._variant.returns_patches_only:
             x = x[:, 1:]
         visual = self.model.visual

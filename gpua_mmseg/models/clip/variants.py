@@ -5,8 +5,9 @@ parameters and its input tokens:
 
 * ``block``: the open_clip ``ResidualAttentionBlock`` (unmodified, never mutated);
 * ``x``: its input tokens, batch-first ``[B, 1 + h*w, width]`` (CLS first, then patches row-major);
-* ``ctx``: :class:`BlockContext` (grid size, and the outputs of blocks 1..L-1 when the variant was
-  registered with ``needs_intermediates=True``);
+* ``ctx``: :class:`BlockContext` (grid size, the outputs of blocks 1..L-1 when the variant was
+  registered with ``needs_intermediates=True``, the VFM patch tokens of the same crops when it was
+  registered with ``needs_vfm=True``);
 * returns ``[B, 1 + h*w, width]`` or ``[B, h*w, width]`` (patch tokens only; flagged by
   ``returns_patches_only=True`` at registration).  ``ln_post`` and ``proj`` are applied by the encoder.
 
@@ -29,10 +30,15 @@ class BlockContext:
     feats: outputs of blocks 1..L-1, batch-first ``[B, 1 + h*w, width]`` each (``feats[i]`` is the
         output of block i+1); empty unless the variant asked for them.
     batch_first: layout the open_clip blocks expect when called as modules.
+    vfm_tokens: ``[B, hv, wv, dv]`` VFM patch tokens of the same crops (variants registered with
+        ``needs_vfm=True``), else ``None``.
+    out_grid: set by a variant whose output tokens lie on another grid than ``grid_size``.
     """
     grid_size: Tuple[int, int]
     feats: List[torch.Tensor] = field(default_factory=list)
     batch_first: bool = True
+    vfm_tokens: Optional[torch.Tensor] = None
+    out_grid: Optional[Tuple[int, int]] = None
 
 
 @dataclass
@@ -41,21 +47,25 @@ class _Entry:
     needs_intermediates: bool
     returns_patches_only: bool
     defaults: Dict[str, object]
+    needs_vfm: bool = False
 
 
 _REGISTRY: Dict[str, _Entry] = {}
 
 
 def register_last_block(name: str, needs_intermediates: bool = False,
-                        returns_patches_only: bool = False):
-    """Decorator registering ``fn(block, x, ctx, **cfg)`` under ``name`` (must be new)."""
+                        returns_patches_only: bool = False, needs_vfm: bool = False):
+    """Decorator registering ``fn(block, x, ctx, **cfg)`` under ``name`` (must be new).
+
+    ``needs_vfm``: the variant reads ``ctx.vfm_tokens`` (the segmentor then needs ``vfm=``)."""
     def deco(fn):
         if name in _REGISTRY:
             raise ValueError(f'last-block variant {name!r} is already registered')
         params = list(inspect.signature(fn).parameters.values())[3:]
         defaults = {p.name: p.default for p in params
                     if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-        _REGISTRY[name] = _Entry(fn, needs_intermediates, returns_patches_only, defaults)
+        _REGISTRY[name] = _Entry(fn, needs_intermediates, returns_patches_only, defaults,
+                                 needs_vfm)
         return fn
     return deco
 
@@ -63,6 +73,11 @@ def register_last_block(name: str, needs_intermediates: bool = False,
 def list_last_blocks() -> List[str]:
     """Registered variant keys, sorted."""
     return sorted(_REGISTRY)
+
+
+def mode_needs_vfm(name: str) -> bool:
+    """Whether variant ``name`` reads VFM patch tokens (ProxyCLIP)."""
+    return get_last_block(name).needs_vfm
 
 
 def get_last_block(name: str) -> _Entry:
