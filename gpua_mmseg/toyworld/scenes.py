@@ -117,9 +117,11 @@ def _colour_pair(rng) -> Tuple[np.ndarray, np.ndarray]:
             return a, b
 
 
-def _background(cls: int, size: int, rng) -> np.ndarray:
-    """[size, size, 3] float texture of background class ``cls`` with random colours/noise."""
+def _background(cls: int, size: int, rng, noise) -> np.ndarray:
+    """[size, size, 3] float texture of background class ``cls``: colours from ``rng``, the
+    speckle / strokes from ``noise`` (may be the same generator)."""
     a, b = _colour_pair(rng)
+    rng = noise
     if CLASSES[cls] == 'sand':
         t = rng.random((size, size)) < 0.35  # speckle
     else:  # grass: short vertical strokes, 1 px wide, 3-7 px long
@@ -134,7 +136,7 @@ def _background(cls: int, size: int, rng) -> np.ndarray:
 
 
 def render(layout: Dict, appearance_rng, offset: Tuple[int, int] = (0, 0),
-           out_size: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+           out_size: Optional[int] = None, noise_rng=None) -> Tuple[np.ndarray, np.ndarray]:
     """Paint ``layout`` -> (image [S, S, 3] uint8 RGB, labels [S, S] uint8 class indices).
 
     Args:
@@ -142,20 +144,23 @@ def render(layout: Dict, appearance_rng, offset: Tuple[int, int] = (0, 0),
         appearance_rng: ``numpy.random.Generator`` for colours and background noise.
         offset: (dy, dx) pixels; the window ``[dy:dy+S, dx:dx+S]`` of the layout is painted.
         out_size: window side S (default: the layout's size).
+        noise_rng: separate generator for the background noise (default: ``appearance_rng``,
+            drawn in the same order, so passing none reproduces the plain rendering).
     """
+    noise = appearance_rng if noise_rng is None else noise_rng
     size = layout['size'] if out_size is None else int(out_size)
     dy, dx = offset
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     yy += dy + 0.5
     xx += dx + 0.5
     bg_a, bg_b = layout['bg']
-    img = _background(bg_a, size, appearance_rng)
+    img = _background(bg_a, size, appearance_rng, noise)
     lab = np.full((size, size), bg_a, dtype=np.uint8)
     if layout['split'] is not None:
         nx, ny, off = layout['split']
         c = layout['size'] / 2
         side = (xx - c) * nx + (yy - c) * ny > off
-        other = _background(bg_b, size, appearance_rng)
+        other = _background(bg_b, size, appearance_rng, noise)
         img = np.where(side[..., None], other, img)
         lab[side] = bg_b
     for o in layout['objects']:

@@ -10,8 +10,8 @@ worlds (other ``data_seed``).
 * CLIP: open_clip ``CLIP`` with average pooling (see :mod:`.models`); symmetric InfoNCE between
   images and captions, where two samples whose captions name the same set of classes count as
   positives of each other (soft targets), not as negatives.
-* VFM: timm DINOv3 ViT; two renderings of one layout (same geometry, new colours and new
-  background noise, crop offsets on the patch grid); InfoNCE between a patch of view A and the
+* VFM: timm DINOv3 ViT; two renderings of one layout (same geometry, new background noise,
+  colours permuted / inverted per channel, crop offsets on the patch grid); InfoNCE between a patch of view A and the
   patch covering the same layout pixels in view B, the other patches of that scene's view B
   being the negatives.
 """
@@ -33,7 +33,7 @@ __all__ = ['state_dict_sha256', 'train_clip', 'train_vfm', 'CLIP_DEFAULTS', 'VFM
 
 TRAIN_DATA_SEED = 1000  # training world; evaluation datasets use other seeds
 CLIP_DEFAULTS = dict(steps=1000, batch=128, lr=2e-3, wd=0.05, warmup=50, seed=0)
-VFM_DEFAULTS = dict(steps=300, batch=48, lr=1e-3, wd=0.05, warmup=30, seed=0, tau=0.1,
+VFM_DEFAULTS = dict(steps=400, batch=48, lr=1e-3, wd=0.05, warmup=30, seed=0, tau=0.2,
                     init_values=0.1)
 
 # CLIP's normalisation (open_clip's OPENAI_DATASET_MEAN/STD) and timm's DINOv3 pretrained_cfg
@@ -140,7 +140,12 @@ def train_clip(steps: int = CLIP_DEFAULTS['steps'], batch: int = CLIP_DEFAULTS['
 
 
 def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int):
-    """Two renderings of ``batch`` layouts -> (view A, view B uint8 [B, S, S, 3], offsets [B, 2, 2])."""
+    """Two renderings of ``batch`` layouts -> (view A, view B uint8 [B, S, S, 3], offsets [B, 2, 2]).
+
+    Both views have their own crop offset (on the patch grid) and their own background noise;
+    view B's colours are view A's under a random channel permutation and per-channel inversion,
+    so no absolute colour survives from one view to the other while texture and shape do.
+    """
     rng = np.random.default_rng([TRAIN_DATA_SEED, step, 99])
     n_off = (canvas - size) // patch + 1
     va, vb, offs = [], [], []
@@ -148,8 +153,13 @@ def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int):
         idx = 10_000_000 + step * batch + i
         layout = sample_layout(TRAIN_DATA_SEED, idx, canvas)
         o = rng.integers(0, n_off, size=(2, 2)) * patch
-        a, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 1]), tuple(o[0]), size)
-        b, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 2]), tuple(o[1]), size)
+        a, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 1]), tuple(o[0]), size,
+                      noise_rng=np.random.default_rng([TRAIN_DATA_SEED, idx, 2]))
+        b, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 1]), tuple(o[1]), size,
+                      noise_rng=np.random.default_rng([TRAIN_DATA_SEED, idx, 3]))
+        b = b[..., rng.permutation(3)]
+        flip = rng.random(3) < 0.5
+        b = np.where(flip, 255 - b, b).astype(np.uint8)
         va.append(a)
         vb.append(b)
         offs.append(o)
@@ -180,7 +190,12 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
     patch = model.patch_embed.patch_size[0]
     g = size // patch
     npre = model.num_prefix_tokens
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd, betas=(0.9, 0.98))
+    # No decay on norms, layer scales, biases and tokens: decaying the final norm's weight is the
+    # quickest way to flatten every feature, i.e. the collapse InfoNCE falls into from a random init.
+    decay = [p for p in model.parameters() if p.ndim >= 2 and p.shape[0] > 1]
+    rest = [p for p in model.parameters() if not (p.ndim >= 2 and p.shape[0] > 1)]
+    opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=rest, weight_decay=0.)],
+                            lr=lr, betas=(0.9, 0.98))
     ii, jj = torch.meshgrid(torch.arange(g), torch.arange(g), indexing='ij')
     losses, t0, prefix = [], time.time(), None
     model.train()
