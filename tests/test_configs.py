@@ -1,5 +1,5 @@
-"""Every config under configs/ (except _base_): loads, matches the benchmark protocol, and its
-model builds with a tiny random CLIP and segments one tiny image."""
+"""Every config under configs/ (except _base_ and toyworld): loads, matches the benchmark protocol,
+its model builds with tiny random encoders, and one config per variant segments a tiny image."""
 import glob
 import os.path as osp
 import re
@@ -48,13 +48,24 @@ def _short_side(cfg):
     return short
 
 
+METHODS = ('vanilla', 'maskclip', 'clearclip', 'naclip', 'sclip', 'scclip', 'proxyclip')
+GPUA_ON = ('sclip', 'scclip', 'proxyclip')
+# (logit_scale, prob_thd, area_thd) of the background datasets where a method's protocol sets them
+BG_PROTOCOL = dict(
+    proxyclip=dict(voc21=(40, 0.2, None), context60=(40, 0.15, None), coco_object=(40, 0.25, None)),
+    clearclip=dict(voc21=(40, 0.5, None)))
+PROXY_SHORT = dict(ade20k=448, cityscapes=448, coco_stuff164k=336)
+
+
 def test_configs_exist():
     names = {osp.basename(p) for p in CONFIGS}
-    for m in ('sclip', 'scclip'):
-        for k in KEYS:
-            assert f'{m}_vitb16_{k}.py' in names
-    for m in ('maskclip', 'clearclip', 'naclip', 'vanilla'):
-        assert f'{m}_vitb16_voc21.py' in names
+    expected = set()
+    for k in KEYS:
+        for m in METHODS:
+            expected |= {f'{m}_vitb16_{k}.py', f'{m}_vitl14_{k}.py'}
+        for m in GPUA_ON:
+            expected |= {f'gpua_{m}_dinov3_vitb16_{k}.py', f'gpua_{m}_vitl14_dinov3_vitl16_{k}.py'}
+    assert expected <= names, sorted(expected - names)
 
 
 @pytest.mark.parametrize('path', ALL_FILES, ids=_rel)
@@ -64,7 +75,15 @@ def test_no_import_lines(path):
     assert not re.search(r'^\s*(import|from)\s', src, re.M)
 
 
-NAME_RE = re.compile(r'^(?P<gpua>gpua_)?(?P<method>[a-z]+)_(?:dinov3_)?vitb16_(?P<key>\w+)\.py$')
+@pytest.mark.parametrize('path', [p for p in CONFIGS if '/gpua/' not in p], ids=_rel)
+def test_leaf_configs_are_a_few_lines(path):
+    # one _base_ per method and per dataset: a leaf only names them and its own settings
+    code = [ln for ln in open(path, encoding='utf-8') if ln.strip() and not ln.startswith('#')]
+    assert len(code) <= 4, _rel(path)
+
+
+NAME_RE = re.compile(r'^(?P<gpua>gpua_)?(?P<method>[a-z]+)_(?:dinov3_)?(?P<size>vitb16|vitl14)'
+                     r'(?:_dinov3_vitl16)?_(?P<key>\w+)\.py$')
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_rel)
@@ -78,17 +97,22 @@ def test_config_loads_and_is_consistent(path):
     assert cfg.load_from is None and cfg.test_dataloader.batch_size == 1
     # plain DDP rejects frozen models: dist_test.sh needs the separate wrapper
     assert cfg.model_wrapper_cfg['type'] == 'MMSeparateDistributedDataParallel'
-    assert m.clip == dict(name='ViT-B-16', pretrained='openai')
+    match = NAME_RE.match(osp.basename(path))
+    assert match, f'{_rel(path)}: name must be [gpua_]<method>_[dinov3_]vitb16_<key>.py or ' \
+                  '[gpua_]<method>_vitl14[_dinov3_vitl16]_<key>.py'
+    method, key, large = match['method'], match['key'], match['size'] == 'vitl14'
+    assert m.clip == dict(name='ViT-L-14' if large else 'ViT-B-16', pretrained='openai')
     # the vocabulary and the dataset's label space must agree, or mIoU is meaningless
     ds = cfg.test_dataloader.dataset
     ds_cls = DATASETS.get(ds.type)
     assert ds_cls is not None, ds.type
     assert len(load_class_names(m.class_names)) == len(ds_cls.METAINFO['classes'])
-    match = NAME_RE.match(osp.basename(path))
-    assert match, f'{_rel(path)}: name must be [gpua_]<method>_[dinov3_]vitb16_<key>.py'
-    method, key = match['method'], match['key']
     assert key == m.class_names and m.clip_mode == method
-    assert (m.get('vfm') is not None) == (m.get('decode_head') is not None) == bool(match['gpua'])
+    assert (m.get('decode_head') is not None) == bool(match['gpua'])
+    assert (m.get('vfm') is not None) == (bool(match['gpua']) or method == 'proxyclip')
+    if m.get('vfm') is not None:
+        size = 'large' if large else 'base'
+        assert m.vfm == dict(name=f'vit_{size}_patch16_dinov3.lvd1689m', pretrained=True)
     # bug 9: background handling only where the dataset has a background class
     classes = [c.lower() for c in ds_cls.METAINFO['classes']]
     if 'background' in classes:
@@ -102,13 +126,30 @@ def test_config_loads_and_is_consistent(path):
         if isinstance(short, tuple):
             short = short[0] if method == 'sclip' else short[1]
         assert _short_side(cfg) == short
+    elif method == 'proxyclip':
+        assert _short_side(cfg) == PROXY_SHORT.get(key, 336)
+        assert (m.slide_crop, m.slide_stride) == ((224 if key == 'cityscapes' else 336), 112)
+        assert m.clip_mode_cfg == dict(beta=1.2, gamma=3.0)
     else:
-        assert _short_side(cfg) in (336, 448)
+        assert _short_side(cfg) == (448 if (method, key) == ('clearclip', 'voc21') else
+                                    short if isinstance(short, int) else short[0])
+    if key in BG_PROTOCOL.get(method, {}):
+        assert (m.logit_scale, m.prob_thd, m.area_thd) == BG_PROTOCOL[method][key]
     if method == 'scclip':
-        assert m.clip_mode_cfg == dict(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3,
-                                       multi_end_idx=10, res_cls=0.3)
+        assert m.clip_mode_cfg == (
+            dict(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19,
+                 res_cls=0.1) if large else
+            dict(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10,
+                 res_cls=0.3))
     reduce = ds.get('reduce_zero_label', False)
     assert reduce == (key in ('voc20', 'context59', 'ade20k'))
+    if large:   # the ViT-L config is its ViT-B sibling with larger encoders, nothing else
+        sib = Config.fromfile(path.replace('vitl14_dinov3_vitl16', 'dinov3_vitb16')
+                              .replace('vitl14', 'vitb16'))
+        for k in set(m) | set(sib.model):
+            if k not in ('clip', 'clip_mode_cfg', 'vfm', 'decode_head'):
+                assert m.get(k) == sib.model.get(k), k
+        assert cfg.test_dataloader == sib.test_dataloader
 
 
 def tiny_clip(layers=12):
@@ -127,38 +168,71 @@ def _sample(h, w):
     return SegDataSample(metainfo=meta)
 
 
-def tiny_gpua(cfg, tmp_path):
-    """Tiny random VFM (same timm architecture family, no download) + a random orthogonal
-    artifact for this config's vocabulary, so GPUA configs build offline."""
-    from gpua_mmseg.alignment import AlignmentMap
-    name = cfg.model.vfm['name']
-    cfg.model.vfm = dict(name=name, pretrained=False,
+def tiny_vfm(cfg):
+    """Tiny random VFM of the same timm architecture family (no download)."""
+    cfg.model.vfm = dict(name=cfg.model.vfm['name'], pretrained=False,
                          model_kwargs=dict(embed_dim=24, depth=1, num_heads=2, img_size=64))
+
+
+def tiny_gpua(cfg, tmp_path):
+    """Tiny VFM + a random orthogonal artifact for this config's vocabulary, so GPUA configs
+    build offline."""
+    from gpua_mmseg.alignment import AlignmentMap
+    tiny_vfm(cfg)
     g = torch.Generator().manual_seed(0)
     w = torch.linalg.qr(torch.randn(24, 16, generator=g, dtype=torch.float64))[0].float()
     path = str(tmp_path / 'align.safetensors')
     vocab = load_class_names(cfg.model.class_names)
-    AlignmentMap(w, dict(vfm=name, vlm='tiny', vocabulary=vocab)).save(path)
+    AlignmentMap(w, dict(vfm=cfg.model.vfm['name'], vlm='tiny', vocabulary=vocab)).save(path)
     cfg.model.decode_head['alignment_path'] = path
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=_rel)
-def test_model_builds_and_runs_tiny(path, tmp_path):
+def _variant(path):
+    m = NAME_RE.match(osp.basename(path))
+    return ('gpua_' if m['gpua'] else '') + m['method']
+
+
+# one config per variant runs an image (voc21: background handling, synonyms, thresholds)
+RUN_ONE = {_variant(p): p for p in reversed(CONFIGS) if p.endswith('vitb16_voc21.py')}
+
+
+def _tiny_model(path, tmp_path):
     cfg = Config.fromfile(path)
-    cfg.model.clip = tiny_clip(12 if cfg.model.clip_mode == 'scclip' else 2)
-    if cfg.model.get('vfm') is not None:
+    large = 'vitl14' in osp.basename(path)
+    cfg.model.clip = tiny_clip((24 if large else 12) if cfg.model.clip_mode == 'scclip' else 2)
+    if cfg.model.get('decode_head') is not None:
         tiny_gpua(cfg, tmp_path)
+    elif cfg.model.get('vfm') is not None:
+        tiny_vfm(cfg)
     cfg.model.templates = ['a photo of a {}.']
     cfg.model.slide_crop, cfg.model.slide_stride = 64, 32
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model).eval()
+    return cfg, MODELS.build(cfg.model).eval()
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_rel)
+def test_model_builds_tiny(path, tmp_path):
+    cfg, model = _tiny_model(path, tmp_path)
+    assert model.clip_mode == cfg.model.clip_mode
+    assert (model.vfm_encoder is not None) == (cfg.model.get('vfm') is not None)
+    assert (model.decode_head is not None) == (cfg.model.get('decode_head') is not None)
+    classes = [c.lower() for c in DATASETS.get(cfg.test_dataloader.dataset.type).METAINFO['classes']]
+    assert model.bg_idx == (classes.index('background') if 'background' in classes else None)
+    assert model.num_classes == NUM_CLASSES[cfg.model.class_names]
+
+
+def test_every_variant_runs_one_image():
+    assert set(RUN_ONE) == set(METHODS) | {f'gpua_{m}' for m in GPUA_ON}
+
+
+@pytest.mark.parametrize('path', sorted(RUN_ONE.values()), ids=_rel)
+def test_model_runs_one_image_tiny(path, tmp_path):
+    cfg, model = _tiny_model(path, tmp_path)
     h, w = 48, 80
     img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
     with torch.no_grad():
         out = model.test_step(dict(inputs=[img], data_samples=[_sample(h, w)]))
     n_cls = NUM_CLASSES[cfg.model.class_names]
-    classes = [c.lower() for c in DATASETS.get(cfg.test_dataloader.dataset.type).METAINFO['classes']]
-    assert model.bg_idx == (classes.index('background') if 'background' in classes else None)
     pred = out[0].pred_sem_seg.data
     assert pred.shape == (1, h, w)
     assert int(pred.min()) >= 0 and int(pred.max()) < n_cls

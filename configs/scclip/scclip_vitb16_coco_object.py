@@ -1,10 +1,4 @@
 # SC-CLIP (self-calibrated CLIP; ViT-B/16 defaults of the published code), CLIP ViT-B/16, coco_object.
-# Logit scale and thresholds as in the benchmarks table (SC-CLIP column; unset: 40, 0, none).
 _base_ = ['../_base_/models/scclip.py', '../_base_/datasets/coco_object.py',
           '../_base_/default_runtime.py']
-model = dict(
-    class_names='coco_object',
-    logit_scale=55.0,
-    prob_thd=0.35,
-    bg_idx=0,  # class 0 is the background class
-)
+model = dict(class_names='coco_object', logit_scale=55.0, prob_thd=0.35, bg_idx=0)

@@ -1,10 +1,4 @@
 # SCLIP (correlative self-attention in the last block; residual and FFN kept), CLIP ViT-B/16, coco_object.
-# Logit scale and thresholds as in the benchmarks table (SCLIP column; unset: 40, 0, none).
 _base_ = ['../_base_/models/sclip.py', '../_base_/datasets/coco_object.py',
           '../_base_/default_runtime.py']
-model = dict(
-    class_names='coco_object',
-    logit_scale=50.0,
-    prob_thd=0.1,
-    bg_idx=0,  # class 0 is the background class
-)
+model = dict(class_names='coco_object', logit_scale=50.0, prob_thd=0.1, bg_idx=0)

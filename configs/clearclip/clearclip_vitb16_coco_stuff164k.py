@@ -1,0 +1,4 @@
+# ClearCLIP (q-q attention, no residual, no FFN), CLIP ViT-B/16, coco_stuff164k.
+_base_ = ['../_base_/models/clearclip.py', '../_base_/datasets/coco_stuff164k.py',
+          '../_base_/default_runtime.py']
+model = dict(class_names='coco_stuff164k')

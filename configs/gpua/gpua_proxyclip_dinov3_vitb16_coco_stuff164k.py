@@ -1,0 +1,6 @@
+# GPUA (dinov3_vitb16, lambda 0.9) on proxyclip_vitb16_coco_stuff164k; fit the map with
+#   python tools/fit_alignment.py configs/gpua/gpua_proxyclip_dinov3_vitb16_coco_stuff164k.py
+_base_ = ['../proxyclip/proxyclip_vitb16_coco_stuff164k.py', '../_base_/models/gpua_dinov3_vitb16.py']
+model = dict(vfm=_base_.gpua_vfm, decode_head=dict(
+    _base_.gpua_head, alignment_path='work_dirs/alignment/dinov3_vitb16_proxyclip_vitb16_coco_stuff164k.safetensors',
+    config_path='configs/gpua/gpua_proxyclip_dinov3_vitb16_coco_stuff164k.py'))

@@ -1,0 +1,3 @@
+# NACLIP, CLIP ViT-L/14, context60: the ViT-B/16 config with a larger CLIP.
+_base_ = ['./naclip_vitb16_context60.py', '../_base_/models/vitl14.py']
+model = dict(clip=_base_.clip_vitl14)

@@ -1,0 +1,4 @@
+# ProxyCLIP (proxy attention from DINOv3 ViT-B/16 patch tokens; window 336/112), CLIP ViT-B/16, cityscapes.
+_base_ = ['../_base_/models/proxyclip.py', '../_base_/datasets/cityscapes_s448.py',
+          '../_base_/default_runtime.py']
+model = dict(class_names='cityscapes', slide_crop=224)

@@ -1,0 +1,3 @@
+# ProxyCLIP, CLIP ViT-L/14 + DINOv3 ViT-L/16, ade20k: the ViT-B/16 config with a larger CLIP.
+_base_ = ['./proxyclip_vitb16_ade20k.py', '../_base_/models/vitl14.py']
+model = dict(clip=_base_.clip_vitl14, vfm=_base_.dinov3_vitl16)

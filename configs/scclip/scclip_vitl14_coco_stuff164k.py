@@ -1,0 +1,3 @@
+# SC-CLIP (ViT-L/14 indices), CLIP ViT-L/14, coco_stuff164k: the ViT-B/16 config with a larger CLIP.
+_base_ = ['./scclip_vitb16_coco_stuff164k.py', '../_base_/models/vitl14.py']
+model = dict(clip=_base_.clip_vitl14, clip_mode_cfg=_base_.scclip_vitl14_cfg)

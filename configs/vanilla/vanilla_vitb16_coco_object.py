@@ -1,0 +1,4 @@
+# Unmodified CLIP last block (no MaskCLIP trick): the weak reference point, CLIP ViT-B/16, coco_object.
+_base_ = ['../_base_/models/vanilla.py', '../_base_/datasets/coco_object.py',
+          '../_base_/default_runtime.py']
+model = dict(class_names='coco_object', logit_scale=40.0, prob_thd=0.1, bg_idx=0)
