@@ -78,6 +78,25 @@ def _window(slide_crop, slide_stride, test_cfg):
     return crop, stride
 
 
+def _check_tta(tta):
+    """``None`` or ``dict(scales=[floats > 0], flip=bool)`` -> normalised dict or ``None``."""
+    if tta is None:
+        return None
+    if not isinstance(tta, dict) or set(tta) - {'scales', 'flip'}:
+        raise ValueError(f'tta must be None or dict(scales=(0.75, 1.0, 1.25), flip=True), got '
+                         f'{tta!r}')
+    scales = tta.get('scales', (1.0,))
+    scales = (scales,) if isinstance(scales, (int, float)) else tuple(scales)
+    if not scales or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                             for v in scales):
+        raise ValueError(f'tta scales must be positive numbers, e.g. (0.75, 1.0, 1.25); got '
+                         f'{tta.get("scales")!r}')
+    flip = tta.get('flip', False)
+    if not isinstance(flip, bool):
+        raise ValueError(f'tta flip must be True or False, got {flip!r}')
+    return dict(scales=tuple(float(v) for v in scales), flip=flip)
+
+
 @MODELS.register_module()
 class GPUASegmentor(BaseSegmentor):
     """CLIP (+ optional VFM / GPUA head) sliding-window segmentor; see docs/ARCHITECTURE.md.
@@ -103,6 +122,13 @@ class GPUASegmentor(BaseSegmentor):
             become background) needs a background class.
         pamr_steps, pamr_dilations: PAMR refinement (0 steps disables).
         autocast_dtype: None | 'fp16' | 'bf16'; otherwise dtype follows the parameters.
+        tta: test-time augmentation that keeps the method, ``dict(scales=(0.75, 1.0, 1.25),
+            flip=True)``: every view (image rescaled by each factor, and mirrored if ``flip``)
+            is segmented, its class scores (softmax, synonym max) are brought back to the
+            original size and averaged, and only then ``prob_thd`` / ``area_thd`` / background
+            handling apply.  ``None`` or ``dict(scales=(1.0,), flip=False)``: the plain run,
+            bit for bit.  (MMSeg's ``SegTTAModel`` would re-softmax our scores and skip the
+            thresholds; ``tools/test.py --tta`` sets this instead.)
         vfm, decode_head: GPUA: both (or later: :meth:`attach_gpua`).  ``clip_mode='proxyclip'``
             needs ``vfm`` (its attention comes from the VFM tokens), with or without a head;
             GPUA on ProxyCLIP runs the VFM once per crop batch for both.
@@ -119,7 +145,7 @@ class GPUASegmentor(BaseSegmentor):
                  pamr_steps: int = 0, pamr_dilations: Sequence[int] = (8, 16),
                  autocast_dtype: Optional[str] = None, vfm: Optional[dict] = None,
                  decode_head: Optional[dict] = None, test_cfg: Optional[dict] = None,
-                 data_preprocessor=None, init_cfg=None):
+                 tta: Optional[dict] = None, data_preprocessor=None, init_cfg=None):
         if data_preprocessor is None:
             data_preprocessor = dict(DEFAULT_PREPROCESSOR)
         if isinstance(data_preprocessor, dict):
@@ -159,6 +185,7 @@ class GPUASegmentor(BaseSegmentor):
         self.pamr_steps = pamr_steps
         self.pamr_dilations = tuple(pamr_dilations)
         self.autocast_dtype = _AUTOCAST[autocast_dtype]
+        self.tta = _check_tta(tta)
         self.set_vocabulary(class_names, bg_idx)
         if self.bg_idx is None and self._prob_thd_cfg > 0:
             raise ValueError(
@@ -413,12 +440,61 @@ class GPUASegmentor(BaseSegmentor):
         else:
             metas = [s.metainfo for s in data_samples]
         images = self._valid_images(inputs, metas)
-        logits = self._slide(images)
-        for img, lg, meta, sample in zip(images, logits, metas, data_samples):
-            scores, labels = self.postprocess_one(img, lg, meta)
+        views = self.tta_views()
+        if views == [(1.0, False)]:
+            results = [self.postprocess_one(img, lg, meta)
+                       for img, lg, meta in zip(images, self._slide(images), metas)]
+        else:
+            results = self._predict_tta(images, metas, views)
+        for (scores, labels), sample in zip(results, data_samples):
             sample.set_data(dict(seg_logits=PixelData(data=scores),
                                  pred_sem_seg=PixelData(data=labels[None])))
         return data_samples
+
+    def tta_views(self) -> List[tuple]:
+        """``[(scale, flipped), ...]`` of the configured TTA (``[(1.0, False)]`` without)."""
+        if self.tta is None:
+            return [(1.0, False)]
+        flips = (False, True) if self.tta['flip'] else (False,)
+        return [(s, f) for s in self.tta['scales'] for f in flips]
+
+    def _predict_tta(self, images: List[Tensor], metas: List[dict], views) -> List[tuple]:
+        """Average the class scores ``[C, H0, W0]`` of every view, then threshold once."""
+        sums: List[Optional[Tensor]] = [None] * len(images)
+        for scale, flipped in views:
+            batch = []
+            for img in images:
+                h, w = img.shape[-2:]
+                size = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
+                v = img if size == (h, w) else F.interpolate(
+                    img[None], size=size, mode='bilinear', align_corners=False)[0]
+                batch.append(v.flip(-1) if flipped else v)
+            for i, (v, lg) in enumerate(zip(batch, self._slide(batch))):
+                if flipped:  # back to the original orientation before anything else
+                    v, lg = v.flip(-1), lg.flip(-1)
+                sc = self.class_scores(v, lg, metas[i])
+                sums[i] = sc if sums[i] is None else sums[i] + sc
+        out = []
+        for sc in sums:
+            scores = sc / len(views)
+            labels = predict_labels(scores[None], self.prob_thd, self.area_thd, self.bg_idx)[0]
+            out.append((scores, labels))
+        return out
+
+    def class_scores(self, image01: Tensor, logits: Tensor, meta: dict) -> Tensor:
+        """Class scores ``[C, H0, W0]`` (softmax over queries, synonym max; no thresholds) of
+        one image's logits ``[Q, h, w]`` at ``meta['ori_shape']`` (PAMR applied if enabled)."""
+        ori = _as_shape(meta.get('ori_shape', logits.shape[-2:]), 'ori_shape')
+        lg = logits[None]
+        if tuple(lg.shape[-2:]) != ori:
+            lg = F.interpolate(lg, size=ori, mode='bilinear', align_corners=False)
+        if self.pamr_steps:
+            img = image01[None].to(lg.dtype)
+            if tuple(img.shape[-2:]) != ori:
+                img = F.interpolate(img, size=ori, mode='bilinear', align_corners=False)
+            lg = pamr(img, lg, self.pamr_steps, self.pamr_dilations)
+        return query_to_class_scores(lg, self.query_to_class, self.num_classes,
+                                     self.logit_scale)[0]
 
     def postprocess_one(self, image01: Tensor, logits: Tensor, meta: dict):
         """One image: logits ``[Q, h, w]`` at input size -> (scores ``[C, H0, W0]``, labels
@@ -438,14 +514,6 @@ class GPUASegmentor(BaseSegmentor):
                 lg, ori, self.query_to_class, self.num_classes, self.logit_scale,
                 self.prob_thd, self.area_thd, self.bg_idx)
             return scores[0], labels[0]
-        if tuple(lg.shape[-2:]) != ori:
-            lg = F.interpolate(lg, size=ori, mode='bilinear', align_corners=False)
-        if self.pamr_steps:
-            img = image01[None].to(lg.dtype)
-            if tuple(img.shape[-2:]) != ori:
-                img = F.interpolate(img, size=ori, mode='bilinear', align_corners=False)
-            lg = pamr(img, lg, self.pamr_steps, self.pamr_dilations)
-        scores = query_to_class_scores(lg, self.query_to_class, self.num_classes,
-                                       self.logit_scale)
+        scores = self.class_scores(image01, lg[0], meta)[None]
         labels = predict_labels(scores, self.prob_thd, self.area_thd, self.bg_idx)
         return scores[0], labels[0]
