@@ -6,6 +6,8 @@ config (``model.clip.pretrained`` ...).  ``--checkpoint`` is accepted for models
 Examples::
 
     python tools/test.py configs/sclip/sclip_vitb16_voc21.py
+    python tools/test.py configs/proxyclip/proxyclip_vitb16_voc21.py --tta   # flip + 3 scales
+    torchrun --nproc_per_node 2 tools/test.py CONFIG --launcher pytorch  # GPUs: NCCL; CPU: gloo
     python tools/test.py configs/scclip/scclip_vitb16_voc21.py --work-dir work_dirs/x \\
         --cfg-options test_dataloader.dataset.data_root=/data/VOC2012 model.autocast_dtype=fp16
     bash tools/dist_test.sh configs/sclip/sclip_vitb16_ade20k.py 8
@@ -43,8 +45,17 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Evaluate a gpua_mmseg config (mIoU).', epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='config file, e.g. configs/sclip/sclip_vitb16_voc21.py')
+    p.add_argument('checkpoint_pos', nargs='?', metavar='CHECKPOINT', default=None,
+                   help='optional checkpoint, as in MMSeg (same as --checkpoint)')
     p.add_argument('--checkpoint', default=None,
                    help='optional checkpoint to load (training-free configs need none)')
+    p.add_argument('--tta', action='store_true',
+                   help='test-time augmentation that keeps the method: class scores of every '
+                        'view (--tta-scales, and a horizontal flip) averaged before the '
+                        'thresholds (model.tta; MMSeg\'s SegTTAModel is not used)')
+    p.add_argument('--tta-scales', type=float, nargs='+', default=[0.75, 1.0, 1.25],
+                   metavar='S', help='--tta image scale factors (default 0.75 1.0 1.25)')
+    p.add_argument('--tta-no-flip', action='store_true', help='--tta without the flipped views')
     p.add_argument('--work-dir', help='folder for logs and results (default: '
                    'work_dirs/<config name>)')
     p.add_argument('--out', help='write the predicted label maps (PNG) into this folder')
@@ -60,6 +71,13 @@ def parse_args(argv=None):
     p.add_argument('--traceback', action='store_true',
                    help='also print the traceback of bad-input errors (exit status 2)')
     args = p.parse_args(argv)
+    if args.checkpoint_pos is not None:
+        if args.checkpoint is not None and args.checkpoint != args.checkpoint_pos:
+            p.error(f'two checkpoints given ({args.checkpoint_pos!r} and --checkpoint '
+                    f'{args.checkpoint!r}); give one')
+        args.checkpoint = args.checkpoint_pos
+    if args.tta and any(not s > 0 for s in args.tta_scales):
+        p.error(f'--tta-scales must be positive, got {args.tta_scales}')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -108,7 +126,23 @@ def build_cfg(args):
         _enable_visualization(cfg, args)
     if args.out:
         cfg.test_evaluator['output_dir'] = args.out
+    if args.tta:
+        # inside GPUASegmentor: scores averaged before prob_thd / area_thd / background
+        cfg.model['tta'] = dict(scales=list(args.tta_scales), flip=not args.tta_no_flip)
     return cfg
+
+
+def init_cpu_dist(launcher: str) -> None:
+    """Distributed evaluation without GPUs: a gloo process group, made before the Runner (whose
+    mmengine ``init_dist`` calls ``torch.cuda.set_device`` unconditionally and then skips an
+    already initialised group)."""
+    import torch
+    if launcher == 'none' or torch.cuda.is_available() or torch.distributed.is_initialized():
+        return
+    if launcher != 'pytorch':
+        raise ValueError(f'--launcher {launcher} without GPUs: use torchrun ... --launcher '
+                         'pytorch (gloo on CPU)')
+    torch.distributed.init_process_group(backend='gloo')
 
 
 # mmengine's registry re-raises build errors as type(e)(f'class `X` in path.py: {e}').
@@ -192,6 +226,11 @@ def main(argv=None):
             # safe loader (registered by gpua_mmseg.models).
             from gpua_mmseg.checkpoint import load_checkpoint_file
             load_checkpoint_file(args.checkpoint)
+        init_cpu_dist(args.launcher)
+        if args.launcher != 'none' and cfg.get('env_cfg', {}).get('dist_cfg'):
+            import torch
+            if not torch.cuda.is_available():
+                cfg.env_cfg.dist_cfg['backend'] = 'gloo'
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg)
         metrics = runner.test()
