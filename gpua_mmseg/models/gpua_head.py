@@ -230,8 +230,14 @@ class GPUAHead(BaseDecodeHead):
             raise ValueError(f'vfm_tokens {None if vfm_tokens is None else tuple(vfm_tokens.shape)}'
                              f' must be [B, h, w, dv] with the same batch size as clip_logits '
                              f'{tuple(clip_logits.shape)}')
+        return self.mix(clip_logits, self.gpua_on_grid(vfm_tokens, text_emb, clip_logits))
+
+    def gpua_on_grid(self, vfm_tokens: torch.Tensor, text_emb: torch.Tensor,
+                     like: torch.Tensor) -> torch.Tensor:
+        """GPUA logits ``[B, Q, hc, wc]`` on the grid, device and dtype of ``like`` (the CLIP
+        logits), bilinearly resized if the VFM grid differs (logged once)."""
         gpua = self.gpua_logits(vfm_tokens, text_emb)
-        clip_grid = tuple(clip_logits.shape[-2:])
+        clip_grid = tuple(like.shape[-2:])
         if tuple(gpua.shape[-2:]) != clip_grid:
             if not self._resize_logged:
                 print_log(f'GPUAHead: VFM patch grid {tuple(gpua.shape[-2:])} differs from the '
@@ -240,10 +246,18 @@ class GPUAHead(BaseDecodeHead):
                 self._resize_logged = True
             gpua = F.interpolate(gpua, size=clip_grid, mode='bilinear',
                                  align_corners=False)
-        gpua = gpua.to(device=clip_logits.device, dtype=clip_logits.dtype)
-        if self.fusion_weight == 0.0:
+        return gpua.to(device=like.device, dtype=like.dtype)
+
+    def mix(self, clip_logits: torch.Tensor, gpua: torch.Tensor,
+            fusion_weight: Optional[float] = None) -> torch.Tensor:
+        """``λ·clip + (1 − λ)·gpua`` (λ = ``fusion_weight``, default the head's); λ = 1 returns
+        ``clip_logits`` and λ = 0 ``gpua`` themselves."""
+        lam = self.fusion_weight if fusion_weight is None else float(fusion_weight)
+        if lam == 1.0:
+            return clip_logits
+        if lam == 0.0:
             return gpua
-        return self.fusion_weight * clip_logits + (1.0 - self.fusion_weight) * gpua
+        return lam * clip_logits + (1.0 - lam) * gpua
 
     # ------------------------------------------------------------------ MMSeg decode head
     def forward(self, inputs, vfm_tokens: Optional[torch.Tensor] = None,

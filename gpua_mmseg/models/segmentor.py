@@ -351,8 +351,17 @@ class GPUASegmentor(BaseSegmentor):
     def crop_logits(self, crops01: Tensor) -> Tensor:
         """Query logits ``[n, Q, h, w]`` (cosine, unitless) of crops ``[n, 3, H, W]`` in 0..1.
 
-        ``h, w`` is the CLIP patch grid ``H/p, W/p``.
+        ``h, w`` is the CLIP patch grid ``H/p, W/p`` (the VFM grid for ProxyCLIP).
         """
+        clip_logits, gpua = self.crop_logit_parts(crops01)
+        if gpua is None:
+            return clip_logits
+        return self.decode_head.mix(clip_logits, gpua)
+
+    def crop_logit_parts(self, crops01: Tensor):
+        """``(clip_logits, gpua_logits)`` of crops ``[n, 3, H, W]`` in 0..1, each ``[n, Q, h, w]``
+        on the CLIP logits' grid; ``gpua_logits`` is ``None`` without a head that needs the VFM
+        (CLIP-only, or λ = 1).  :meth:`crop_logits` mixes them; ``tools/sweep.py`` keeps both."""
         text = self.get_text_embeddings()
         clip = self.clip_encoder
         # λ = 1: the GPUA term has weight 0 and the head needs no VFM tokens
@@ -365,9 +374,12 @@ class GPUASegmentor(BaseSegmentor):
         feats = clip.patch_features(clip.normalize(crops01),
                                     vfm_tokens=vfm_tokens if clip.needs_vfm else None)
         logits = query_logits(feats, text)
-        if self.decode_head is not None:
-            logits = self.decode_head.fuse(logits, vfm_tokens if head_needs_vfm else None, text)
-        return logits
+        if not head_needs_vfm:
+            return logits, None
+        if not hasattr(self.decode_head, 'gpua_on_grid'):  # another head with only fuse()
+            # fuse at the head's own weight; the sweep needs a GPUAHead
+            return self.decode_head.fuse(logits, vfm_tokens, text), None
+        return logits, self.decode_head.gpua_on_grid(vfm_tokens, text, logits)
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None:
