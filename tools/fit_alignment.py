@@ -28,7 +28,14 @@ def parse_args(argv=None):
     p.add_argument('config', help='GPUA config, e.g. configs/gpua/gpua_scclip_dinov3_vitb16_voc21.py')
     p.add_argument('--method', choices=('gpua', 'sotalign'), default='gpua')
     p.add_argument('--labeled', type=int, default=0,
-                   help='SOTAlign: the first N images give labelled (patch, class) pairs')
+                   help='SOTAlign: the first N images of --labeled-split give labelled '
+                   '(patch, class) pairs')
+    p.add_argument('--labeled-split', choices=('train', 'test'), default='train',
+                   help="where the labelled images come from: 'train' (default: the config's "
+                   'train_dataloader, else the test split with val->train in its paths) or '
+                   "'test' (the evaluated split; needs --allow-test-labels)")
+    p.add_argument('--allow-test-labels', action='store_true',
+                   help='allow --labeled-split test (a warning is recorded in the artifact)')
     p.add_argument('--max-images', type=int, default=None,
                    help='use only the first M images of the dataset')
     p.add_argument('--out', default=None, help='artifact path (default: the config\'s '
@@ -92,6 +99,7 @@ def main(argv=None):
         device = f'cuda:{os.environ.get("LOCAL_RANK", 0)}' if torch.cuda.is_available() else 'cpu'
     stop = os.environ.get('GPUA_FIT_STOP_AFTER_SHARDS')  # testing hook: simulate a killed job
     opts = FitOptions(method=args.method, labeled=args.labeled, max_images=args.max_images,
+                      labeled_split=args.labeled_split, allow_test_labels=args.allow_test_labels,
                       out=args.out, cache_dir=args.cache_dir, seed=args.seed, device=device,
                       prototype_mode=args.prototype_mode, images_per_shard=args.images_per_shard,
                       cache_dtype=args.cache_dtype, fit_cfg=dict(args.fit_options or {}),
@@ -106,6 +114,9 @@ def main(argv=None):
         print(f'error: {e}', file=sys.stderr)
         return 2
     if out is not None:
+        if args.method == 'sotalign' and args.labeled_split == 'test':
+            print('warning: the labelled pairs come from the evaluated split; the artifact '
+                  "records it in meta['warnings']", file=sys.stderr)
         print(f'wrote {out}')
     return 0
 

@@ -36,6 +36,8 @@ class FitOptions:
     """
     method: str = 'gpua'
     labeled: int = 0
+    labeled_split: str = 'train'     # where --labeled images come from: 'train' | 'test'
+    allow_test_labels: bool = False  # needed for labeled_split='test' (warning in the artifact)
     max_images: Optional[int] = None
     out: Optional[str] = None
     cache_dir: Optional[str] = None
@@ -60,6 +62,9 @@ class FitOptions:
         if self.method == 'sotalign' and int(self.labeled) < 1:
             raise ValueError('--method sotalign needs labelled images: pass --labeled N (N >= 1 '
                              'images whose masks give the (patch, class) pairs)')
+        if self.method == 'sotalign':
+            from .labeled_split import check_labeled_split
+            check_labeled_split(self.labeled_split, self.allow_test_labels)
         if self.max_images is not None and int(self.max_images) < 1:
             raise ValueError(f'--max-images must be >= 1, got {self.max_images}')
         if self.prototype_mode not in PROTOTYPE_MODES:
@@ -205,8 +210,12 @@ def _collect_pairs(cache: FeatureCache, n_labeled: int):
     return torch.cat(vfm), torch.cat(clip), torch.cat(label)
 
 
-def fit_from_cache(seg, vfm, cache: FeatureCache, opts: FitOptions, meta: Dict[str, Any]):
-    """Fit the map from the cached features (streamed; memory bounded). -> AlignmentMap."""
+def fit_from_cache(seg, vfm, cache: FeatureCache, opts: FitOptions, meta: Dict[str, Any],
+                   pairs=None):
+    """Fit the map from the cached features (streamed; memory bounded). -> AlignmentMap.
+
+    ``pairs``: SOTAlign's labelled ``(vfm, clip, label)`` rows from the train split; ``None``
+    takes them from the first ``opts.labeled`` cached images (``labeled_split='test'``)."""
     from ..alignment import GPUAConfig, SOTAlignConfig, fit_gpua, fit_sotalign
     T, proto_names, q2p = build_prototypes(seg, opts.prototype_mode)
     meta = dict(meta, prototype_mode=opts.prototype_mode, prototype_names=proto_names)
@@ -219,12 +228,14 @@ def fit_from_cache(seg, vfm, cache: FeatureCache, opts: FitOptions, meta: Dict[s
     if opts.method == 'gpua':
         return fit_gpua(cache.chunk_source(opts.rows_per_chunk), None, T, config=fit_cfg,
                         seed=opts.seed, meta=meta)
-    pv, pc, pl = _collect_pairs(cache, int(opts.labeled))
+    pv, pc, pl = _collect_pairs(cache, int(opts.labeled)) if pairs is None else pairs
     q2c = seg.query_to_class.detach().cpu()
     proto = labels_to_prototypes(pl, pc, T, q2c, opts.prototype_mode)
     meta['n_labeled_images'] = int(opts.labeled)
-    return fit_sotalign(pv, proto, cache.chunk_source(opts.rows_per_chunk, keys=('vfm',)), T,
-                        config=fit_cfg, seed=opts.seed, meta=meta)
+    # the unpaired patches' CLIP features go with them: SOTAlign builds on GPUA's CLIP+VFM
+    # correspondences
+    return fit_sotalign(pv, proto, cache.chunk_source(opts.rows_per_chunk, keys=('vfm', 'clip')),
+                        T, config=fit_cfg, seed=opts.seed, meta=meta)
 
 
 def _checkpoint_info(seg, vfm) -> Dict[str, Any]:
@@ -245,10 +256,11 @@ def run_fit(cfg, opts: FitOptions) -> Optional[str]:
     opts.validate()
     out = opts.out or default_artifact_path(cfg)
     t0 = time.perf_counter()
-    with_labels = opts.method == 'sotalign'
+    # labelled pairs from the evaluated split only on explicit request (labeled_split='test')
+    with_labels = opts.method == 'sotalign' and opts.labeled_split == 'test'
     dataset, ds_cfg = build_fit_dataset(cfg, with_labels)
     n_images = len(dataset) if opts.max_images is None else min(len(dataset), opts.max_images)
-    if opts.method == 'sotalign' and opts.labeled > n_images:
+    if with_labels and opts.labeled > n_images:
         raise ValueError(f'--labeled {opts.labeled} exceeds the {n_images} images used')
     seg, vfm = build_fit_models(cfg, opts.device, opts.seed)
     fingerprint = dict(
@@ -289,7 +301,17 @@ def run_fit(cfg, opts: FitOptions) -> Optional[str]:
         config_file=opts.config_path, slide=[seg.slide_crop, seg.slide_stride],
         feature_cache=dict(key=cache.key, dtype=opts.cache_dtype), fit_seed=int(opts.seed),
         extract_seconds=t_extract, **_checkpoint_info(seg, vfm))
-    amap = fit_from_cache(seg, vfm, cache, opts, meta)
+    pairs = None
+    if opts.method == 'sotalign':
+        from .labeled_split import TEST_LABELS_WARNING, collect_labeled_pairs, labeled_meta
+        info = None
+        if opts.labeled_split == 'train':
+            *pairs, info = collect_labeled_pairs(seg, vfm, cfg, int(opts.labeled))
+        else:
+            import warnings
+            warnings.warn(TEST_LABELS_WARNING)
+        meta.update(labeled_meta(opts.labeled_split, info))
+    amap = fit_from_cache(seg, vfm, cache, opts, meta, pairs)
     n_total = int(amap.meta.get('n_samples', 0)) or opts.diag_samples
     sample = _sample_rows(cache.chunk_source(opts.rows_per_chunk), n_total, opts.diag_samples)
     T, _, _ = build_prototypes(seg, opts.prototype_mode)
