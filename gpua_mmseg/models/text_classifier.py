@@ -57,11 +57,16 @@ def encode_queries(encoder, queries: List[str], templates: List[str], batch_size
         logger.warning('%d prompt(s) exceed the text context of %d tokens and are truncated '
                        '(names %s); such names may get identical embeddings: shorten them',
                        int(full.sum()), tokens.shape[1], cut[:5])
+    # Shortest prompts first: the encoder runs each batch only up to its longest prompt
+    # (CLIPEncoder.encode_text), so batches of similar lengths waste nothing on padding.
+    order = torch.argsort((tokens != 0).sum(1), stable=True)
     embs = []
     for i in range(0, len(texts), batch_size):
-        e = encoder.encode_text(tokens[i:i + batch_size])
+        e = encoder.encode_text(tokens[order[i:i + batch_size]])
         embs.append(e / e.norm(dim=-1, keepdim=True))
-    e = torch.cat(embs).reshape(len(queries), len(templates), -1).mean(1)
+    e = embs[0].new_empty((len(texts), embs[0].shape[-1]))
+    e[order] = torch.cat(embs)
+    e = e.reshape(len(queries), len(templates), -1).mean(1)
     return e / e.norm(dim=-1, keepdim=True)
 
 
