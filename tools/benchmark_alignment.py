@@ -7,6 +7,13 @@ the fit makes several passes over the data.
 
     python tools/benchmark_alignment.py                    # N = 1e5, 3e5, 1e6 (dv 768, dc 512, K 171)
     python tools/benchmark_alignment.py --n 20000 --dv 64 --dc 48 --k 20   # quick
+    python tools/benchmark_alignment.py --semi      # semi-supervised + class-prior tables (issue 9)
+
+``--semi`` runs on ``synthetic.make_hard_problem`` (K = 40, dv = dc = 64, correlated prototypes,
+sub-clusters, modality gap, CLIP confusions): held-out accuracy / mean per-class accuracy of the
+pairs' Procrustes teacher, unsupervised GPUA and SOTAlign (with and without the unpaired CLIP
+rows, and SOTAlign as it was before issue 9) for pairs in {10, 30, 100, 300} on balanced and
+Zipf 1.1 classes, plus the GPUA class-prior table; writes both to ``--semi-out``.
 """
 import argparse
 import json
@@ -46,8 +53,96 @@ def child(args):
     print('RESULT ' + json.dumps(out))
 
 
+def _fmt(a):
+    return f'{a[0]:.3f} / {a[1]:.3f}'
+
+
+def semi_tables(args):
+    """The issue-9 tables (markdown text)."""
+    import torch
+
+    from gpua_mmseg.alignment import GPUAConfig, SOTAlignConfig, fit_gpua, fit_sotalign
+    from gpua_mmseg.alignment.synthetic import accuracy, make_hard_problem, semi_split
+    torch.manual_seed(0)
+    lines = []
+    out = lambda s='': (lines.append(s), print(s, flush=True))  # noqa: E731
+
+    def ev(amap, s, T):
+        return accuracy(amap.logits(s.test_vfm, T), s.test_labels)
+
+    out(f'Synthetic problem: `make_hard_problem` (K = 40, dv = dc = 64, 8 super-classes with '
+        f'correlated prototypes, 3 sub-clusters per class, modality gap, half the classes '
+        f'confused by CLIP), {args.unpaired:,d} unpaired patches with their CLIP features, '
+        f'pairs drawn with the class frequencies, 10,000 held-out test patches; '
+        f'{torch.get_num_threads()} threads. Cells: accuracy / mean per-class accuracy of '
+        'the fitted map alone (argmax cos(v W, t)).')
+    out()
+    out('### GPUA class prior (no labels)')
+    out()
+    out('| classes | uniform | clip | unbalanced | adaptive (default) | '
+        'L1(prior, truth): clip / adaptive | fit s (adaptive) |')
+    out('|---|---|---|---|---|---|---|')
+    gpua_acc = {}
+    for bal in args.balances_prior:
+        p = make_hard_problem(bal, seed=0)
+        s = semi_split(p, 0, args.unpaired, 10000)
+        T = p.prototypes
+        cells, l1 = {}, {}
+        for prior in ('uniform', 'clip', 'unbalanced', 'adaptive'):
+            t0 = time.perf_counter()
+            amap = fit_gpua(s.unpaired_vfm, s.unpaired_clip, T, GPUAConfig(class_prior=prior),
+                            seed=0)
+            wall = time.perf_counter() - t0
+            cells[prior] = ev(amap, s, T)
+            l1[prior] = float((torch.tensor(amap.meta['class_prior_used'])
+                               - p.class_probs).abs().sum())
+        gpua_acc[bal] = (cells['adaptive'], wall)
+        out(f'| {bal} | ' + ' | '.join(_fmt(cells[k]) for k in
+                                       ('uniform', 'clip', 'unbalanced', 'adaptive'))
+            + f' | {l1["clip"]:.2f} / {l1["adaptive"]:.2f} | {wall:.1f} |')
+    out()
+    out('### SOTAlign: few labelled pairs + unpaired patches')
+    out()
+    out('| classes | pairs | teacher (pairs only) | GPUA (no labels) | SOTAlign + CLIP rows '
+        '(default) | SOTAlign, VFM rows only | SOTAlign before issue 9 | '
+        'wall s: teacher / GPUA / +CLIP / VFM only / before | chosen (+CLIP, VFM only) |')
+    out('|---|---|---|---|---|---|---|---|---|')
+    old = dict(class_prior='uniform', select='none')
+    for bal in args.balances_semi:
+        p = make_hard_problem(bal, seed=0)
+        T = p.prototypes
+        if bal not in gpua_acc:
+            s = semi_split(p, 0, args.unpaired, 10000)
+            t0 = time.perf_counter()
+            amap = fit_gpua(s.unpaired_vfm, s.unpaired_clip, T, GPUAConfig(), seed=0)
+            gpua_acc[bal] = (ev(amap, s, T), time.perf_counter() - t0)
+        for n in args.pairs:
+            s = semi_split(p, n, args.unpaired, 10000)
+            row, walls, chosen = [], [], []
+            for cfg, clip in ((SOTAlignConfig(otp_iters=0, select='none'), None),
+                              (SOTAlignConfig(), s.unpaired_clip), (SOTAlignConfig(), None),
+                              (SOTAlignConfig(**old), None)):
+                t0 = time.perf_counter()
+                amap = fit_sotalign(s.pair_vfm, s.pair_labels, s.unpaired_vfm, T, cfg, seed=0,
+                                    unpaired_clip=clip)
+                walls.append(time.perf_counter() - t0)
+                row.append(ev(amap, s, T))
+                chosen.append(amap.meta['selected'])
+            g, gw = gpua_acc[bal]
+            out(f'| {bal} | {n} | {_fmt(row[0])} | {_fmt(g)} | {_fmt(row[1])} | '
+                f'{_fmt(row[2])} | {_fmt(row[3])} | {walls[0]:.1f} / {gw:.1f} / {walls[1]:.1f} '
+                f'/ {walls[2]:.1f} / {walls[3]:.1f} | {chosen[1]}, {chosen[2]} |')
+    return '\n'.join(lines) + '\n'
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--semi', action='store_true', help='issue-9 tables (see module docstring)')
+    p.add_argument('--semi-out', default='docs/bench_alignment_semi.md')
+    p.add_argument('--pairs', type=int, nargs='+', default=[10, 30, 100, 300])
+    p.add_argument('--unpaired', type=int, default=20000)
+    p.add_argument('--balances-semi', nargs='+', default=['balanced', 'zipf1.1'])
+    p.add_argument('--balances-prior', nargs='+', default=['balanced', 'zipf1.1', 'zipf1.6'])
     p.add_argument('--n', type=float, nargs='+', default=[1e5, 3e5, 1e6])
     p.add_argument('--dv', type=int, default=768)
     p.add_argument('--dc', type=int, default=512)
@@ -56,6 +151,13 @@ def main():
     p.add_argument('--device', default=None)
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.semi:
+        text = semi_tables(args)
+        from gpua_mmseg.utils.atomic import atomic_write_text
+        atomic_write_text(args.semi_out, '# Alignment benchmark: class priors and semi-supervised '
+                          'fits (issue 9)\n\n' + text)
+        print(f'wrote {args.semi_out}', file=sys.stderr)
+        return
     if args.child:
         args.n = int(args.n[0])
         return child(args)

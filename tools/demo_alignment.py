@@ -45,7 +45,9 @@ def main(argv=None):
     gpua, corr = fit_gpua(v, c, T, GPUAConfig(), seed=args.seed, return_correspondence=True)
     t_gpua = time.perf_counter() - t0
     t0 = time.perf_counter()
-    semi = fit_sotalign(v[:args.pairs], y[:args.pairs], v, T, SOTAlignConfig(), seed=args.seed)
+    # the unpaired patches' CLIP rows go in too: SOTAlign builds on GPUA's correspondences
+    semi = fit_sotalign(v[:args.pairs], y[:args.pairs], v, T, SOTAlignConfig(), seed=args.seed,
+                        unpaired_clip=c)
     t_semi = time.perf_counter() - t0
     clip_logits = l2n(c) @ T.T
     rows = {

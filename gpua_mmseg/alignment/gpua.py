@@ -66,9 +66,9 @@ class GPUAConfig:
                                      # over all N rows ('all'); identical when N <= pool
     class_prior: str = 'adaptive'    # 'adaptive' | 'uniform' | 'clip' | 'unbalanced'
     prior_floor: float = 0.1         # 'clip' / 'adaptive': every class keeps >= prior_floor / K
-    adaptive_iters: int = 5          # 'adaptive': outer iterations (>= outer_iters)
-    prior_em_steps: int = 5          # 'adaptive': EM steps per re-estimate
-    prior_rows: int = 16384          # 'adaptive': pool rows used by the re-estimate
+    adaptive_iters: int = 4          # 'adaptive': outer iterations (>= outer_iters)
+    prior_em_steps: int = 4          # 'adaptive': EM steps per re-estimate
+    prior_rows: int = 8192           # 'adaptive': pool rows used by the re-estimate
     unbalanced_rho: float = 1.0      # KL relaxation of the column marginal ('unbalanced')
     # stage 2: orthogonal map
     targets: str = 'soft'            # 'soft' (y = P t) | 'hard' (y = t_argmax)
