@@ -132,6 +132,8 @@ def test_cli_one_view_tta_and_two_cpu_processes_equal_the_plain_run(toy, tmp_pat
     plain = _test_py([CONFIG, '--work-dir', str(tmp_path / 'w1'), '--out', str(tmp_path / 'p1')]
                      + opts, py)
     assert plain.returncode == 0, plain.stderr[-3000:]
+    assert re.search(r'^speed: img_per_s=[0-9.]+, peak_mem_mb=[0-9]+, mem=rss$', plain.stdout,
+                     re.M)
     one = _test_py([CONFIG, '--tta', '--tta-scales', '1.0', '--tta-no-flip', '--work-dir',
                     str(tmp_path / 'w2'), '--out', str(tmp_path / 'p2')] + opts, py)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -154,3 +156,15 @@ def test_cli_positional_checkpoint(tmp_path):
     assert r.returncode == 2 and 'none.pth' in r.stderr and 'does not exist' in r.stderr
     r = _test_py([CONFIG, 'a.pth', '--checkpoint', 'b.pth'], [sys.executable])
     assert r.returncode == 2 and 'two checkpoints' in r.stderr
+
+
+def test_eval_all_speed_table():
+    import runpy
+    tool = runpy.run_path(osp.join(ROOT, 'tools/eval_all.py'))
+    md = tool['speed_table']({('gpua_proxyclip_dinov3_vitb16', 'voc21'): (2.0, 900.0, 'cuda'),
+                              ('gpua_proxyclip_dinov3_vitb16', 'ade20k'): (4.0, 1200.0, 'cuda'),
+                              ('proxyclip_vitb16', 'voc21'): (5.0, 800.0, 'cuda')})
+    lines = md.splitlines()
+    assert lines[2] == '| gpua_proxyclip_dinov3_vitb16 | 3.000 | 1200 | cuda |'
+    assert lines[3] == '| proxyclip_vitb16 | 5.000 | 800 | cuda |'
+    assert tool['speed_table']({}) == ''

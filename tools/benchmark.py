@@ -279,6 +279,68 @@ def gpua_cases(args, shared) -> List[Case]:
 CASE_BUILDERS.append(gpua_cases)
 
 
+def proxyclip_cases(args, shared) -> List[Case]:
+    """ProxyCLIP (DINOv3 ViT-B/16 proxy attention) vs ProxyCLIP + GPUA on the same VFM forward.
+
+    The VFM runs once per crop batch for both (its tokens feed the proxy attention and the map),
+    so GPUA's extra cost over ProxyCLIP is the map alone.  Timed side by side, image by image
+    alternately, as ``gpua_cases``.  Target: cost over ProxyCLIP < 3 %.
+    """
+    import os.path as osp
+    import tempfile
+
+    from gpua_mmseg.models.vfm import build_vfm_encoder
+    from gpua_mmseg.vocabulary import Vocabulary
+    base: CLIPEncoder = shared['base']
+    torch.manual_seed(args.seed + 4)
+    kw = dict(model_kwargs=dict(embed_dim=64, depth=3, num_heads=4, img_size=64)) \
+        if args.tiny else {}
+    vfm = build_vfm_encoder(dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=False, **kw))
+    vocab = Vocabulary.parse(args.class_names)
+    path = _random_artifact(osp.join(tempfile.mkdtemp(prefix='gpua_bench_'), 'map.safetensors'),
+                            vfm.embed_dim, base.embed_dim,
+                            dict(vfm=vfm.name, vlm=base.info.get('name'),
+                                 vocabulary=vocab.classes, vocab_hash=vocab.hash), args.seed)
+    segs = {}
+    for name in ('proxyclip', 'proxyclip+gpua'):
+        enc = CLIPEncoder(base.model, mode='proxyclip', mean=base.mean.tolist(),
+                          std=base.std.tolist(), info=base.info)
+        head = (dict(decode_head=dict(type='GPUAHead', alignment_path=path, fusion_weight=0.9))
+                if name != 'proxyclip' else {})
+        seg = GPUASegmentor(clip=enc, clip_mode='proxyclip', class_names=args.class_names,
+                            templates=_templates(args.templates), slide_crop=args.crop,
+                            slide_stride=args.stride, crop_batch_size=args.crop_batch_size,
+                            autocast_dtype=None if args.autocast == 'none' else args.autocast,
+                            vfm=vfm, **head)
+        segs[name] = seg.to(args.device).eval()
+        segs[name].get_text_embeddings()
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(args.seed + 5)
+    images = (torch.rand((args.n_images, 3) + tuple(args.size), generator=g) * 255).to(device)
+    h, w = images.shape[-2:]
+    totals = {n: 0.0 for n in segs}
+    with torch.no_grad():
+        for i in range(args.warmup + args.n_images):
+            img = images[i % len(images)][None]
+            for name, seg in segs.items():
+                sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+                _sync(device)
+                t = time.perf_counter()
+                seg.predict(img, [sample])
+                _sync(device)
+                if i >= args.warmup:
+                    totals[name] += time.perf_counter() - t
+    n = args.n_images
+    base_s, fused_s = totals['proxyclip'] / n, totals['proxyclip+gpua'] / n
+    print(f'| GPUA on ProxyCLIP side by side | ProxyCLIP {base_s * 1e3:.1f} ms/img | '
+          f'+GPUA {fused_s * 1e3:.1f} ms/img | cost {100 * (fused_s / base_s - 1):+.2f} % '
+          '(target < 3 %: one VFM forward serves both) |', flush=True)
+    return [Case(name, seg, group='proxyclip') for name, seg in segs.items()]
+
+
+CASE_BUILDERS.append(proxyclip_cases)
+
+
 
 # ---------------------------------------------------------------------------- peak memory
 MEMORY_INPUT = (448, 448)  # working resolution of an 8000 x 8000 photo under scale (2048, 448)

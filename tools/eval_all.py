@@ -1,5 +1,11 @@
 """Evaluate many configs and write one mIoU table (markdown + CSV): rows = methods, columns =
-benchmark keys, plus their mean.
+benchmark keys, plus their mean; beside it (same markdown file) a speed table: img/s and peak
+memory per method, from each tools/test.py run's ``speed:`` line.
+
+Every variant on every benchmark, GPUA variants included::
+
+    python tools/eval_all.py --configs configs/{vanilla,maskclip,clearclip,naclip,sclip,scclip,proxyclip}/*_vitb16_*.py \\
+        configs/gpua/gpua_*_dinov3_vitb16_*.py --fit-missing --out work_dirs/table.md
 
 Each config runs ``tools/test.py`` in its own process (isolates MMEngine's global state and the
 memory of one model from the next); with ``--fit-missing`` a GPUA config whose artifact does not
@@ -24,6 +30,8 @@ KEYS = ('voc21', 'context60', 'coco_object', 'voc20', 'context59', 'coco_stuff16
         'cityscapes', 'ade20k')  # the order of the benchmarks table
 HERE = osp.dirname(osp.abspath(__file__))
 _MIOU = re.compile(r'^metrics: .*\bmIoU=([0-9.]+)', re.M)
+_SPEED = re.compile(r'^speed: img_per_s=([0-9.]+), peak_mem_mb=([0-9.]+), mem=(\w+)', re.M)
+SPEED = {}  # config -> (img/s, peak MB, 'cuda' | 'rss'), filled by evaluate()
 
 
 def parse_args(argv=None):
@@ -103,7 +111,26 @@ def evaluate(config: str, args):
     m = _MIOU.search(r.stdout)
     if r.returncode != 0 or not m:
         return f'test failed (see {osp.join(logs, "test.log")})'
+    sp = _SPEED.search(r.stdout)
+    if sp:
+        SPEED[config] = (float(sp.group(1)), float(sp.group(2)), sp.group(3))
     return float(m.group(1))
+
+
+def speed_table(speeds):
+    """{(method, key): (img/s, peak MB, kind)} -> markdown: per method the mean img/s and the
+    max peak memory over its benchmarks (empty string without measurements)."""
+    if not speeds:
+        return ''
+    per = {}
+    for (method, _), v in speeds.items():
+        per.setdefault(method, []).append(v)
+    md = ['| method | img/s (mean over benchmarks) | peak memory (MB) | memory kind |',
+          '|---|---|---|---|']
+    for method, vs in per.items():
+        md.append(f'| {method} | {sum(v[0] for v in vs) / len(vs):.3f} | '
+                  f'{max(v[1] for v in vs):.0f} | {vs[0][2]} |')
+    return '\n'.join(md) + '\n'
 
 
 def tables(results):
@@ -141,6 +168,9 @@ def main(argv=None):
         failed |= not isinstance(res, float)
         print(f'{config}: {res if isinstance(res, str) else f"mIoU={res:.2f}"}', flush=True)
     md, csv_text = tables(results)
+    speed = speed_table({split_name(c): v for c, v in SPEED.items()})
+    if speed:  # speed and peak memory beside the mIoU table (same file, its own table)
+        md += '\nSpeed (tools/test.py test loop, batch 1) and peak memory:\n\n' + speed
     # Complete files or none, with the mode a plain open() gives under the umask.
     atomic_write_text(args.out, md)
     atomic_write_text(osp.splitext(args.out)[0] + '.csv', csv_text)

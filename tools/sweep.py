@@ -5,8 +5,8 @@
 
 Fusion is linear and happens before stitching, resizing and post-processing, so per image the
 CLIP logits ``c`` and the GPUA logits ``g`` are computed once (one pass of the sliding window
-through both encoders; ``[2Q, H, W]`` at the working resolution) and every setting is scored
-from ``λ·c + (1−λ)·g``: softmax / synonym max per λ, then the labels per prob_thd, each fed to its
+through both encoders; ``[2Q, H, W]`` at the working resolution, resized once to the original
+size) and every setting is scored from ``λ·c + (1−λ)·g``: softmax / synonym max per λ, then the labels per prob_thd, each fed to its
 own MMSeg ``IoUMetric``.  Only the current image's logits are alive (memory bounded by one image,
 nothing written to disk but the results).  A CLIP-only config sweeps prob_thd alone.
 
@@ -114,12 +114,16 @@ def sweep(cfg, model, loader, lambdas, thds, max_images=None):
             t_encode += t1 - t0
             for img, lg, meta_i, sample in zip(images, both, metas, samples):
                 q = lg.shape[0] // 2
+                ori = tuple(meta_i.get('ori_shape', lg.shape[-2:])[:2])
+                full = fits_full_resolution(model.num_classes, ori)
+                if full and tuple(lg.shape[-2:]) != ori:
+                    # resizing is linear: resize both parts once, not every fused map
+                    lg = torch.nn.functional.interpolate(lg[None], size=ori, mode='bilinear',
+                                                         align_corners=False)[0]
                 c, g = lg[:q], lg[q:]
                 gt = sample.gt_sem_seg.data
                 for lam in lambdas:
-                    fused = c if lam == 1.0 else (g if lam == 0.0 else lam * c + (1 - lam) * g)
-                    ori = meta_i.get('ori_shape', fused.shape[-2:])[:2]
-                    full = fits_full_resolution(model.num_classes, tuple(ori))
+                    fused = c if lam == 1.0 else (g if lam == 0.0 else torch.lerp(g, c, lam))
                     scores = model.class_scores(img, fused, meta_i) if full else None
                     for t in thds:
                         if full:

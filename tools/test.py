@@ -233,11 +233,29 @@ def main(argv=None):
                 cfg.env_cfg.dist_cfg['backend'] = 'gloo'
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg)
+        import time
+        t0 = time.perf_counter()
         metrics = runner.test()
+        elapsed = time.perf_counter() - t0
     except bad_input as e:
         return _fail(e, args)
     print('metrics: ' + ', '.join(f'{k}={float(v):.2f}' for k, v in metrics.items()))
+    print(speed_line(len(runner.test_dataloader.dataset), elapsed))
     return EXIT_OK
+
+
+def speed_line(n_images: int, seconds: float) -> str:
+    """``speed: img_per_s=..., peak_mem_mb=..., mem=cuda|rss`` of the test loop (dataloading
+    and first-use text encoding included; model building not)."""
+    import resource
+
+    import torch
+    if torch.cuda.is_available():
+        peak, kind = torch.cuda.max_memory_allocated() / 2 ** 20, 'cuda'
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'rss'
+    return (f'speed: img_per_s={n_images / max(seconds, 1e-9):.3f}, peak_mem_mb={peak:.0f}, '
+            f'mem={kind}')
 
 
 if __name__ == '__main__':
