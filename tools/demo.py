@@ -9,13 +9,25 @@ Examples::
     python tools/demo.py --samples --weights random   # pipeline check, meaningless pictures
 
 Per image ``<name>_overlay.png`` (photo + colours + legend) and ``<name>_labels.png`` (raw class
-indices, 8-bit, or 16-bit beyond 256 classes) are written atomically to ``--out``.  The text
+indices, 8-bit, or 16-bit beyond 256 classes) are written atomically to ``--out``.  ``<name>`` is
+the file name without extension; inputs whose names collide (``x.jpg`` and ``x.png``) keep the
+extension (``x_jpg``, ``x_png``), and what still collides gets ``_2``, ``_3`` ...  The text
 classifier is encoded once for the whole run.  Weights are looked up locally first (see
 docs/USAGE.md, "Offline weights"); offline without local files the demo exits with code 2 at once.
+
+Images are read as viewers show them (EXIF orientation applied; 16-bit grey scaled to 8 bits).
+An unreadable image (empty, truncated, not an image, a symlink loop) is reported on one line and
+skipped; the others are still segmented.
+
+Exit status: 0 every image segmented; 2 bad input (vocabulary, config, weights, artifact,
+``--fit-options``, an unwritable / full ``--out``, or at least one unreadable image, reported
+and skipped).
 """
 import argparse
+import os
 import os.path as osp
 import sys
+import tempfile
 import time
 
 SAMPLES = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera', 'coins')
@@ -89,7 +101,60 @@ def _weights_arg(args):
     return w or None
 
 
-def _prepare_gpua(seg, args, items):
+def _check_out_dir(out: str):
+    """None if ``out`` is (or can be made) a writable folder, else the one-line problem.
+
+    Nothing is left behind: a missing ``out`` is created by the first picture written, so a
+    run refused later (bad weights, artifact) leaves no empty folder."""
+    out = osp.abspath(out)
+    probe_in = out
+    while not osp.exists(probe_in):  # the nearest existing ancestor must accept a folder
+        probe_in = osp.dirname(probe_in)
+    if not osp.isdir(probe_in):
+        return f'--out {out}: {probe_in} is a file, not a folder; choose a folder with --out'
+    try:
+        # pid-named probe: the atomic writer's stale-file sweep removes it after a kill -9
+        probe = tempfile.mkdtemp(prefix=f'.write_probe.{os.getpid()}.', suffix='.tmp',
+                                 dir=probe_in)
+        os.rmdir(probe)
+    except OSError as e:
+        return (f'--out {out} is not writable ({e.strerror or e}); choose a writable folder '
+                'with --out')
+    return None
+
+
+def _write_error(path: str, e: OSError) -> str:
+    import errno
+    fix = ('free disk space or choose another --out' if e.errno in (errno.ENOSPC, errno.EDQUOT)
+           else 'choose a writable folder with --out')
+    return f'cannot write {path} ({e.strerror or e}); {fix}'
+
+
+def _fit_options(args):
+    """``--fit-options`` checked before any model is built or feature extracted."""
+    if args.fit_options is None:
+        return None
+    from gpua_mmseg.apis.fit import gpua_config_from_options
+    gpua_config_from_options(args.fit_options)  # raises ValueError naming the bad field
+    if not args.fit:
+        print('WARNING: --fit-options only apply with --fit; ignored', file=sys.stderr)
+    return dict(args.fit_options)
+
+
+def _readable(items, skipped):
+    """Yield ``(name, rgb)`` of ``items``, reporting and skipping unreadable files."""
+    from gpua_mmseg.apis.io import UnreadableImageError, load_image
+    for name, img in items:
+        if isinstance(img, str) and img in skipped:
+            continue
+        try:
+            yield name, load_image(img)
+        except (UnreadableImageError, FileNotFoundError) as e:
+            print(f'WARNING: skipped: {e}', file=sys.stderr)
+            skipped.append(img)
+
+
+def _prepare_gpua(seg, args, items, skipped):
     """Attach a GPUA head that matches the model and the vocabulary: the config's (or
     ``--alignment``) artifact, a cached demo fit with the same identity, or (``--fit``) a
     fresh fit on ``items``.  With ``--fit`` a mismatching artifact is never fatal."""
@@ -113,25 +178,75 @@ def _prepare_gpua(seg, args, items):
         except ValueError as e:  # corrupt or foreign: refit over it
             print(f'WARNING: ignoring the cached GPUA artifact ({str(e).splitlines()[0]}); '
                   'refitting', file=sys.stderr)
-    print(f'fitting a GPUA map on {len(items)} images for this vocabulary ...')
+    print(f'fitting a GPUA map on {len(items) - len(skipped)} images for this vocabulary ...')
     t0 = time.perf_counter()
-    path = fit_alignment_on_images(seg, [img for _, img in items], cached,
-                                  config=args.fit_options)
+    path = fit_alignment_on_images(seg, (img for _, img in _readable(items, skipped)), cached,
+                                   config=args.fit_options)
     print(f'fitted in {time.perf_counter() - t0:.1f} s -> {path}')
+
+
+def _save_outputs(res, name, args):
+    """Both pictures of one image, or neither (a failed second write removes the first)."""
+    from gpua_mmseg.apis import atomic_save
+    overlay = osp.join(args.out, f'{name}_overlay.png')
+    atomic_save(res.overlay(alpha=args.alpha), overlay)
+    try:
+        atomic_save(res.label_image(), osp.join(args.out, f'{name}_labels.png'))
+    except BaseException:
+        try:
+            os.remove(overlay)
+        except OSError:
+            pass
+        raise
+
+
+def _error(msg) -> int:
+    print(f'ERROR: {msg}', file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def run(args) -> int:
     from gpua_mmseg.apis import list_images, preflight_weights
+    from gpua_mmseg.apis.io import check_image_file, output_stems
+    from gpua_mmseg.vocabulary import Vocabulary
     from gpua_mmseg.weights import WeightsNotFoundError
 
+    # Everything checkable without a model is checked first (seconds, not a model build).
     use_samples = args.samples or not args.inputs
+    skipped = []
     if not use_samples:
-        items = [(osp.splitext(osp.basename(p))[0], p) for p in list_images(args.inputs)]
-        if not items:
-            print(f'no images found in {args.inputs}', file=sys.stderr)
-            return EXIT_BAD_INPUT
+        try:
+            paths = list_images(args.inputs)
+        except FileNotFoundError as e:
+            return _error(e)
+        if not paths:
+            return _error(f'no images found in {args.inputs} (extensions: '
+                          '.jpg .jpeg .png .bmp .tif .tiff .webp)')
+        items = list(zip(output_stems(paths), paths))
+        for _, p in items:
+            try:
+                check_image_file(p)
+            except (ValueError, FileNotFoundError) as e:
+                print(f'WARNING: skipped: {e}', file=sys.stderr)
+                skipped.append(p)
+        if len(skipped) == len(items):
+            return _error(f'none of the {len(items)} input image(s) can be read (see above)')
+        if len(set(osp.splitext(osp.basename(p))[0] for p in paths)) < len(paths):
+            print('note: some inputs share a file name stem; their outputs keep the extension '
+                  '(e.g. x_jpg_overlay.png, x_png_overlay.png)')
     classes = args.classes if args.classes is not None else (
         SAMPLE_CLASSES if use_samples else USER_DEFAULT_CLASSES)  # --classes "" is an error
+    try:
+        Vocabulary.parse(classes)
+    except ValueError as e:
+        return _error(f'--classes: {e}')
+    problem = _check_out_dir(args.out)
+    if problem:
+        return _error(problem)
+    try:
+        args.fit_options = _fit_options(args)
+    except ValueError as e:
+        return _error(e)
     if args.weights == 'random':
         print(RANDOM_BANNER, flush=True)
         print(RANDOM_BANNER, file=sys.stderr, flush=True)
@@ -142,7 +257,9 @@ def run(args) -> int:
     except WeightsNotFoundError as e:
         print(f'ERROR: {e}', file=sys.stderr)
         return EXIT_NO_WEIGHTS
-    from gpua_mmseg.apis import OpenVocabSegmenter, atomic_save
+    except (FileNotFoundError, ValueError) as e:
+        return _error(e)
+    from gpua_mmseg.apis import OpenVocabSegmenter
     if use_samples:
         items = _sample_images()
     try:
@@ -150,31 +267,39 @@ def run(args) -> int:
                                  weights=weights, cfg_options=args.cfg_options,
                                  alignment=args.alignment, require_alignment=not args.fit)
     except (FileNotFoundError, ValueError) as e:  # missing artifact / bad vocabulary or config
-        print(f'ERROR: {e}', file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _error(e)
     try:
-        _prepare_gpua(seg, args, items)
-    except (FileNotFoundError, ValueError) as e:  # bad --fit-options, too few images, ...
-        print(f'ERROR: {e}', file=sys.stderr)
-        return EXIT_BAD_INPUT
+        _prepare_gpua(seg, args, items, skipped)
+    except (FileNotFoundError, ValueError) as e:  # too few images / patches, ...
+        return _error(e)
+    except OSError as e:  # the artifact could not be written (disk full, read-only cache)
+        return _error(_write_error(getattr(e, 'filename', None) or 'the GPUA artifact', e))
     print(f'model ready in {time.perf_counter() - t0:.1f} s ({seg.config_path}, device '
           f'{seg.device}); {len(seg.classes)} classes: {", ".join(seg.names)}', flush=True)
 
     seg.model.get_text_embeddings()  # the one text encoding of the run
     t1 = time.perf_counter()
-    for i, (name, img) in enumerate(items):
+    done, total = 0, len(items) - len(skipped)
+    for i, (name, img) in enumerate(_readable(items, skipped)):
         res = seg(img)
-        atomic_save(res.overlay(alpha=args.alpha), osp.join(args.out, f'{name}_overlay.png'))
-        atomic_save(res.label_image(), osp.join(args.out, f'{name}_labels.png'))
+        try:
+            _save_outputs(res, name, args)
+        except OSError as e:  # disk full, folder gone read-only: stop, nothing half-written
+            return _error(_write_error(e.filename or osp.join(args.out, name + '_*.png'), e))
+        done += 1
         shares = sorted(((float((res.labels == c).mean()), n) for c, n in enumerate(res.names)),
                         reverse=True)
         top = ', '.join(f'{n} {100 * f:.0f}%' for f, n in shares[:3] if f > 0)
-        print(f'[{i + 1}/{len(items)}] {name}: {res.seconds:.2f} s ({top})', flush=True)
+        print(f'[{i + 1}/{total}] {name}: {res.seconds:.2f} s ({top})', flush=True)
     dt = time.perf_counter() - t1
-    print(f'{len(items)} images in {dt:.2f} s: {len(items) / max(dt, 1e-9):.2f} images/s '
+    print(f'{done} images in {dt:.2f} s: {done / max(dt, 1e-9):.2f} images/s '
           f'(files written to {osp.abspath(args.out)})')
     if args.weights == 'random':
         print('REMINDER: random weights, the pictures are meaningless.')
+    if skipped:
+        print(f'ERROR: {len(skipped)} of {len(items)} images could not be read and were '
+              f'skipped: {", ".join(skipped)}', file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 

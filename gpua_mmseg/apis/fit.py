@@ -11,7 +11,8 @@ from typing import Any, Dict, Iterable, Optional
 
 import torch
 
-__all__ = ['default_alignment_path', 'fit_alignment_on_images', 'install_alignment']
+__all__ = ['default_alignment_path', 'fit_alignment_on_images', 'install_alignment',
+           'gpua_config_from_options']
 
 logger = logging.getLogger(__name__)
 #: Prototypes of demo fits: one per query (synonym), as in tools/fit_alignment.py's default.
@@ -56,6 +57,29 @@ def install_alignment(seg, path: str, vocabulary_must_match: bool = True) -> Non
     seg.alignment_problem = None
 
 
+def gpua_config_from_options(options: Optional[Dict[str, Any]], cls=None):
+    """``--fit-options`` -> a validated :class:`gpua_mmseg.alignment.GPUAConfig` (or ``cls``,
+    e.g. :class:`SOTAlignConfig`), before any model is built or feature extracted.
+
+    Raises:
+        ValueError: an unknown field (the known ones are listed) or a bad value (named).
+    """
+    if cls is None:
+        from ..alignment import GPUAConfig as cls
+    options = dict(options or {})
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f'unknown --fit-options {unknown} for {cls.__name__}; its fields are '
+                         f'{sorted(known)}')
+    try:
+        cfg = cls(**options)
+        cfg.validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f'invalid --fit-options {options}: {e}') from None
+    return cfg
+
+
 def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = None,
                             config: Optional[Dict[str, Any]] = None, seed: int = 0) -> str:
     """Fit an unsupervised GPUA map on ``images`` for ``seg``'s current vocabulary, save it and
@@ -86,14 +110,7 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
     if seg.head_cfg is None:
         raise ValueError(f'--fit needs a GPUA config (with vfm= and decode_head=); '
                          f'{seg.config_path} is CLIP-only')
-    known = set(GPUAConfig.__dataclass_fields__)
-    unknown = sorted(set(config or {}) - known)
-    if unknown:
-        raise ValueError(f'unknown --fit-options {unknown}; GPUAConfig fields are {sorted(known)}')
-    try:
-        cfg = GPUAConfig(**(config or {}))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f'invalid --fit-options {config}: {e}') from None
+    cfg = gpua_config_from_options(config, GPUAConfig)
     out_path = out_path or default_alignment_path(seg)
     m, vfm = seg.model, seg.vfm_encoder()
     t0 = time.perf_counter()
@@ -107,6 +124,11 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
     if not clip_rows:
         raise ValueError('--fit needs at least one image to fit on')
     T, _, _ = build_prototypes(m, PROTOTYPE_MODE)
+    n_rows = sum(r.shape[0] for r in clip_rows)
+    if n_rows < T.shape[0]:
+        raise ValueError(f'--fit has only {n_rows} patches from {len(clip_rows)} image(s) for '
+                         f'{T.shape[0]} text queries (classes and synonyms): it needs at least '
+                         'one patch per query; give more or larger images, or fewer classes')
     vocab = seg.vocabulary
     identity = seg.identity(PROTOTYPE_MODE)
     meta = dict(identity=dict(identity, method='gpua'), vfm=identity['vfm'],

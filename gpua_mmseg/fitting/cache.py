@@ -105,6 +105,34 @@ class FeatureCache:
             raise ValueError(f'rank {rank} is not in [0, world_size={world_size})')
         return list(range(rank, self.n_shards, world_size))
 
+    def shard_problem(self, shard: int) -> Optional[str]:
+        """Why the existing file of ``shard`` is unusable (truncated, not safetensors, other
+        tensors or another cache's shard), or None if it looks complete.  Reads the header only:
+        safetensors checks that the data covers it exactly, so truncation is caught."""
+        from safetensors import safe_open
+        try:
+            with safe_open(self.shard_path(shard), 'pt') as f:
+                keys, meta = set(f.keys()), f.metadata() or {}
+        except Exception as e:  # noqa: BLE001  (SafetensorError is no OSError)
+            return str(e).splitlines()[0] if str(e) else type(e).__name__
+        if keys != {'clip', 'vfm', 'image', 'label'}:
+            return f'tensors {sorted(keys)}, expected clip, vfm, image, label'
+        if meta.get('key') != self.key or meta.get('shard') != str(shard):
+            return 'it belongs to another cache or shard'
+        return None
+
+    def drop_corrupt_shards(self, rank: int = 0, world_size: int = 1) -> List[Tuple[int, str]]:
+        """Remove this rank's shard files that :meth:`shard_problem` rejects, so that the
+        extraction writes them again; returns ``(shard, problem)`` of each one removed."""
+        dropped = []
+        for s in self.shards_of_rank(rank, world_size):
+            if self.has_shard(s):
+                problem = self.shard_problem(s)
+                if problem is not None:
+                    os.remove(self.shard_path(s))
+                    dropped.append((s, problem))
+        return dropped
+
     def missing_shards(self, rank: int = 0, world_size: int = 1) -> List[int]:
         return [s for s in self.shards_of_rank(rank, world_size) if not self.has_shard(s)]
 
@@ -114,9 +142,15 @@ class FeatureCache:
     def _write_or_check_manifest(self) -> None:
         manifest = dict(format=1, key=self.key, n_shards=self.n_shards,
                         fingerprint=self.fingerprint)
+        old = None
         if osp.isfile(self.manifest_path):
-            with open(self.manifest_path, encoding='utf-8') as f:
-                old = json.load(f)
+            try:
+                with open(self.manifest_path, encoding='utf-8') as f:
+                    old = json.load(f)
+            except (OSError, ValueError):
+                old = None  # unreadable: rewritten below (it is derived from the fingerprint)
+            old = old if isinstance(old, dict) else None
+        if old is not None:
             if old.get('key') != self.key or old.get('n_shards') != self.n_shards:
                 raise ValueError(f'feature cache {self.dir} has a manifest for another '
                                  'configuration; delete that folder or use another --cache-dir')
@@ -157,7 +191,11 @@ class FeatureCache:
         if not osp.isfile(path):
             raise FileNotFoundError(f'feature shard {path} is missing; re-run the extraction '
                                     '(tools/fit_alignment.py resumes where it stopped)')
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as e:  # noqa: BLE001  (SafetensorError is no OSError)
+            raise ValueError(f'feature shard {path} is corrupt ({str(e).splitlines()[0]}); '
+                             're-run: the fit removes and re-extracts corrupt shards') from None
 
     def iter_shards(self) -> Iterator[Tuple[int, Dict[str, Tensor]]]:
         for s in range(self.n_shards):

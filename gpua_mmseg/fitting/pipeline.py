@@ -70,6 +70,18 @@ class FitOptions:
         if self.prototype_mode not in PROTOTYPE_MODES:
             raise ValueError(f'prototype mode must be one of {PROTOTYPE_MODES}, got '
                              f'{self.prototype_mode!r}')
+        self.fit_config()  # --fit-options checked before any dataset / model / extraction
+
+    def fit_config(self):
+        """The validated :class:`GPUAConfig` / :class:`SOTAlignConfig` of ``fit_cfg``.
+
+        Raises:
+            ValueError: an unknown field (the known ones listed) or a bad value (named).
+        """
+        from ..alignment import GPUAConfig, SOTAlignConfig
+        from ..apis.fit import gpua_config_from_options
+        cls = GPUAConfig if self.method == 'gpua' else SOTAlignConfig
+        return gpua_config_from_options(dict(dict(device=self.device), **self.fit_cfg), cls)
 
 
 def _plain(obj):
@@ -155,17 +167,42 @@ def _progress(n: int, enabled: bool):
     return ProgressBar(n)
 
 
+def _dataset_item(dataset, i: int):
+    """``dataset[i]``; an image the loader cannot read (empty, truncated, not an image) is a
+    ValueError naming the file and the fix, not a traceback from deep inside the pipeline."""
+    try:
+        return dataset[i]
+    except Exception as e:  # noqa: BLE001  (cv2 / PIL / mmcv raise many types)
+        try:
+            info = dataset.get_data_info(i)
+            path = info.get('img_path') or info
+        except Exception:  # noqa: BLE001
+            path = f'#{i}'
+        size = ''
+        if isinstance(path, str) and osp.isfile(path):
+            size = ' (empty file, 0 bytes)' if osp.getsize(path) == 0 else ''
+        raise ValueError(f'cannot read dataset image {path!r}{size}: {type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else ""}; replace or remove it '
+                         '(and its entry in the split file)') from None
+
+
 def extract_to_cache(seg, vfm, dataset, cache: FeatureCache, with_labels: bool,
                      rank: int = 0, world_size: int = 1, progress: bool = True,
                      stop_after_shards: Optional[int] = None) -> List[int]:
-    """Extract this rank's missing shards; returns the shard indices written now."""
+    """Extract this rank's missing shards; returns the shard indices written now.
+
+    A shard file that is corrupt (truncated by a crash or a full disk, edited) is named in a
+    warning, removed and extracted again."""
+    for s, problem in cache.drop_corrupt_shards(rank, world_size):
+        warnings.warn(f'feature shard {cache.shard_path(s)} is corrupt ({problem}); '
+                      're-extracting it', stacklevel=2)
     todo = cache.missing_shards(rank, world_size)
     bar = _progress(sum(len(cache.shard_images(s)) for s in todo), progress)
     written = []
     for s in todo:
         parts = dict(clip=[], vfm=[], image=[], label=[])
         for i in cache.shard_images(s):
-            image01, label, _ = preprocess_item(seg, dataset[i])
+            image01, label, _ = preprocess_item(seg, _dataset_item(dataset, i))
             if with_labels and label is None:
                 raise ValueError(f'image {i} has no ground-truth mask, but --labeled needs masks '
                                  '(the test pipeline must contain LoadAnnotations)')
@@ -216,15 +253,10 @@ def fit_from_cache(seg, vfm, cache: FeatureCache, opts: FitOptions, meta: Dict[s
 
     ``pairs``: SOTAlign's labelled ``(vfm, clip, label)`` rows from the train split; ``None``
     takes them from the first ``opts.labeled`` cached images (``labeled_split='test'``)."""
-    from ..alignment import GPUAConfig, SOTAlignConfig, fit_gpua, fit_sotalign
+    from ..alignment import fit_gpua, fit_sotalign
     T, proto_names, q2p = build_prototypes(seg, opts.prototype_mode)
     meta = dict(meta, prototype_mode=opts.prototype_mode, prototype_names=proto_names)
-    cfg_cls = GPUAConfig if opts.method == 'gpua' else SOTAlignConfig
-    known = set(cfg_cls.__dataclass_fields__)
-    unknown = sorted(set(opts.fit_cfg) - known)
-    if unknown:
-        raise ValueError(f'unknown {cfg_cls.__name__} fields {unknown}; known: {sorted(known)}')
-    fit_cfg = cfg_cls(**dict(dict(device=opts.device), **opts.fit_cfg))
+    fit_cfg = opts.fit_config()
     if opts.method == 'gpua':
         return fit_gpua(cache.chunk_source(opts.rows_per_chunk), None, T, config=fit_cfg,
                         seed=opts.seed, meta=meta)

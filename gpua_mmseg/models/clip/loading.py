@@ -58,10 +58,154 @@ def tiny_clip_model_cfg(image_size: int = 32, patch_size: int = 16, width: int =
 
 def is_torchscript_archive(path: str) -> bool:
     """True when ``path`` is a TorchScript zip (as OpenAI's released ``.pt`` files are)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith('/constants.pkl') or n == 'constants.pkl' for n in zf.namelist())
+    from ...checkpoint import is_torchscript_archive as _is_ts
+    return _is_ts(path)
+
+
+# ------------------------------------------------------------------ TorchScript, no code run
+_STORAGE_DTYPES = {
+    'FloatStorage': torch.float32, 'HalfStorage': torch.float16, 'BFloat16Storage': torch.bfloat16,
+    'DoubleStorage': torch.float64, 'LongStorage': torch.int64, 'IntStorage': torch.int32,
+    'ShortStorage': torch.int16, 'CharStorage': torch.int8, 'ByteStorage': torch.uint8,
+    'BoolStorage': torch.bool}
+
+
+class _ScriptObject:
+    """Stands in for a TorchScript module object of ``data.pkl``: its attributes, nothing else
+    (no method, no code: the archive's ``code/`` is only parsed for the attribute lists)."""
+    qualname = '__torch__'
+
+    def __setstate__(self, state):
+        self.attrs = state if isinstance(state, dict) else {}
+
+
+class _StorageType:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    """``torch._utils._rebuild_tensor_v2`` restricted to what a state dict needs (requires_grad,
+    hooks and metadata are dropped)."""
+    if not isinstance(storage, _TypedBytes):
+        raise ValueError('a tensor without an archive storage')
+    return torch.empty((0,), dtype=storage.dtype).set_(storage.untyped, storage_offset,
+                                                       tuple(size), tuple(stride))
+
+
+def _script_state_lists(zf, prefix: str, qualname: str) -> Optional[Tuple[list, list]]:
+    """``(__parameters__, __buffers__)`` of a TorchScript class, read by *parsing* (never
+    executing) its source in the archive's ``code/`` folder; None when not found."""
+    import ast
+    module, _, cls = qualname.rpartition('.')
+    try:
+        src = zf.read(f'{prefix}code/{module.replace(".", "/")}.py').decode('utf-8')
+        tree = ast.parse(src)
+    except (KeyError, UnicodeDecodeError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            lists = {}
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
+                        stmt.targets[0], ast.Name) and stmt.targets[0].id in (
+                        '__parameters__', '__buffers__'):
+                    try:
+                        lists[stmt.targets[0].id] = list(ast.literal_eval(stmt.value))
+                    except ValueError:
+                        return None
+            return lists.get('__parameters__', []), lists.get('__buffers__', [])
+    return None
+
+
+def read_torchscript_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The state dict of a TorchScript archive, read without running any of its code.
+
+    ``torch.jit.load`` compiles and runs the archive's code (and its ``data.pkl`` may name any
+    Python global).  Here ``data.pkl`` is unpickled with an allowlist: TorchScript object
+    placeholders (:class:`_ScriptObject`), tensor rebuilding from the archive's own storages,
+    ``OrderedDict`` and storage dtypes; anything else is refused.  Which attributes are
+    parameters / buffers comes from parsing (``ast``, not executing) the class sources.
+
+    Raises:
+        ValueError: not a readable TorchScript archive, or one that needs another global
+            (possibly malicious); the message names the file.
+    """
+    import io
+    import pickle
+
+    def refuse(why):
+        return ValueError(f'CLIP checkpoint {path!r} looks like a TorchScript archive but {why}; '
+                          'it was not loaded (nothing in it was run). Use the original OpenAI '
+                          'file, or an open_clip .safetensors / state-dict file')
+
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise refuse(f'is not a readable zip ({e})') from None
+    with zf:
+        pkls = [n for n in zf.namelist() if n == 'data.pkl' or n.endswith('/data.pkl')]
+        if not pkls:
+            raise refuse('has no data.pkl')
+        prefix = min(pkls, key=len)[:-len('data.pkl')]
+        classes: Dict[str, type] = {}
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if module == '__torch__' or module.startswith('__torch__.'):
+                    qual = f'{module}.{name}'
+                    if qual not in classes:
+                        classes[qual] = type(name, (_ScriptObject,), dict(qualname=qual))
+                    return classes[qual]
+                if module == 'torch._utils' and name in ('_rebuild_tensor_v2',
+                                                         '_rebuild_tensor'):
+                    return _rebuild_tensor
+                if module == 'collections' and name == 'OrderedDict':
+                    import collections
+                    return collections.OrderedDict
+                if module == 'torch' and name in _STORAGE_DTYPES:
+                    return _StorageType(_STORAGE_DTYPES[name])
+                raise pickle.UnpicklingError(f'refused global {module}.{name}')
+
+            def persistent_load(self, pid):
+                if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == 'storage'
+                        and isinstance(pid[1], _StorageType)):
+                    raise pickle.UnpicklingError(f'unexpected persistent id {pid!r}')
+                raw = zf.read(f'{prefix}data/{pid[2]}')
+                data = (torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw
+                        else torch.empty((0,), dtype=torch.uint8))
+                return _TypedBytes(data.untyped_storage(), pid[1].dtype)
+
+        try:
+            root = Unpickler(io.BytesIO(zf.read(f'{prefix}data.pkl'))).load()
+        except Exception as e:  # noqa: BLE001  (UnpicklingError, KeyError, EOFError, ...)
+            raise refuse(f'its data.pkl cannot be read safely ({type(e).__name__}: {e})') from None
+        if not isinstance(root, _ScriptObject):
+            raise refuse(f'its data.pkl holds a {type(root).__name__}, not a module')
+        sd: Dict[str, torch.Tensor] = {}
+
+        def walk(obj, pre):
+            attrs = getattr(obj, 'attrs', {})
+            lists = _script_state_lists(zf, prefix, obj.qualname)
+            names = (lists[0] + lists[1]) if lists is not None else [
+                k for k, v in attrs.items() if isinstance(v, torch.Tensor)]
+            for k in names:
+                if isinstance(attrs.get(k), torch.Tensor):
+                    sd[pre + k] = attrs[k]
+            for k, v in attrs.items():
+                if isinstance(v, _ScriptObject):
+                    walk(v, f'{pre}{k}.')
+        walk(root, '')
+    if not sd:
+        raise refuse('it holds no tensors')
+    return sd
+
+
+class _TypedBytes:
+    """An untyped storage with the dtype the pickle named (what :func:`_rebuild_tensor` needs)."""
+
+    def __init__(self, untyped, dtype):
+        self.untyped, self.dtype = untyped, dtype
 
 
 def is_openai_layout(sd: Dict[str, torch.Tensor]) -> Optional[bool]:
@@ -92,26 +236,26 @@ def read_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], str]:
         raise FileNotFoundError(f'CLIP checkpoint {path!r} does not exist (pretrained=...); give an '
                                 'existing file, an open_clip tag such as "openai", or None')
     if is_torchscript_archive(path):
-        # Only the tensors are used; the archive's own forward code is never run.
-        sd = dict(torch.jit.load(path, map_location='cpu').state_dict())
+        # Only the tensors are read; the archive's code is never compiled nor run.
+        sd = read_torchscript_state_dict(path)
         for k in _OPENAI_JIT_EXTRA_KEYS:
             sd.pop(k, None)
         return sd, 'torchscript'
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        return dict(load_file(path, device='cpu')), 'safetensors'
+    from ...checkpoint import is_safetensors_file, load_checkpoint_file
+    fmt = 'safetensors' if is_safetensors_file(path) or path.endswith('.safetensors') else 'torch'
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, non-torch files
-        raise ValueError(f'could not read CLIP checkpoint {path!r} as a torch/safetensors/TorchScript '
-                         f'file: {e}') from e
+        # the one safe reader: safetensors, or torch.load(weights_only=True) on a torch that
+        # has no known bypass of it
+        ckpt = load_checkpoint_file(path, 'cpu')
+    except ValueError as e:  # CheckpointError: corrupt, truncated, not torch, needs code
+        raise ValueError(f'could not read CLIP checkpoint {path!r}: {e}') from None
     if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
         ckpt = ckpt['state_dict']
     if not isinstance(ckpt, dict) or not ckpt:
         raise ValueError(f'CLIP checkpoint {path!r} holds no state dict (got {type(ckpt).__name__})')
     if all(k.startswith('module.') for k in ckpt):
         ckpt = {k[len('module.'):]: v for k, v in ckpt.items()}
-    return ckpt, 'torch'
+    return ckpt, fmt
 
 
 def _instantiate(name: str, model_cfg: Optional[dict], quick_gelu: Optional[bool]):
