@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from gpua_mmseg.models import text_classifier as tcm
+from gpua_mmseg.models.clip import tiny_clip_model_cfg as tcm_tiny
 from gpua_mmseg.models.templates import OPENAI_IMAGENET_TEMPLATES, resolve_templates
 from gpua_mmseg.models.text_classifier import TextClassifier, class_scores
 from gpua_mmseg.vocabulary import Vocabulary
@@ -84,6 +85,7 @@ def test_disk_cache_for_pretrained_weights(make_tiny_clip, tmp_path, monkeypatch
         enc.encode_text = lambda tok: (calls.append(tok.shape[0]), orig(tok))[1]
         return calls
 
+    tcm._CACHE.clear()                                   # as in a fresh process
     rnd = make_tiny_clip(seed=5)                         # random init: never written to disk
     TextClassifier(rnd, ['cat'], TEMPLATES).embeddings
     assert not folder.exists()
@@ -93,6 +95,7 @@ def test_disk_cache_for_pretrained_weights(make_tiny_clip, tmp_path, monkeypatch
     e = TextClassifier(first, ['cat', 'dog'], TEMPLATES).embeddings
     assert calls and len(list(folder.iterdir())) == 1
     # a new process would build a new encoder with the same weights: served from disk
+    tcm._CACHE.clear()                                   # (a new process)
     second = make_tiny_clip(seed=5)
     second.info['pretrained'] = '/weights/tiny.pt'
     calls2 = counted(second)
@@ -109,3 +112,30 @@ def test_disk_cache_for_pretrained_weights(make_tiny_clip, tmp_path, monkeypatch
     fourth.info['pretrained'] = '/weights/tiny.pt'
     TextClassifier(fourth, ['cat', 'dog'], TEMPLATES).embeddings
     assert len(list(folder.iterdir())) == 2
+
+
+def test_too_long_class_names_warn_once(make_tiny_clip):
+    """Issue 11 item 4: names longer than the text context are named with their token count,
+    once per encoding; names that become identical once cut are reported as such."""
+    from gpua_mmseg.models.text_classifier import TextTruncationWarning, check_truncation
+    tcm._CACHE.clear()
+    enc = make_tiny_clip(seed=8, model_cfg=tcm_tiny(context_length=12))
+    long_car = 'very ' * 10 + 'red car'
+    long_bus = 'very ' * 10 + 'red bus'
+    names = [['cat'], [long_car], [long_bus, 'bus'], ['cup', 'very ' * 10 + 'blue cup']]
+    with pytest.warns(TextTruncationWarning) as rec:
+        TextClassifier(enc, names, ['a {}.']).embeddings
+        TextClassifier(enc, names, ['a {}.']).embeddings       # cached: no second warning
+    assert len(rec) == 1
+    msg = str(rec[0].message)
+    n = len(enc._tokenizer.encode('a ' + long_car + '.')) + 2
+    assert f"class {long_car!r}: its longest prompt has {n} tokens" in msg and n > 12
+    assert 'text context of 12 tokens' in msg
+    assert f"class 'cup' (query 'very very" in msg               # synonym: named with its class
+    assert "'cat'" not in msg and "query 'bus'" not in msg      # names that fit are not listed
+    assert (f"queries {long_car!r} and {long_bus!r} are identical after truncation" in msg
+            and f"can never make class {long_bus!r} win over class {long_car!r}" in msg)
+    # prompts that fit exactly (12 tokens) are not cut
+    fits = 'x ' * 7 + 'y'
+    assert len(enc._tokenizer.encode('a ' + fits + '.')) + 2 == 12
+    assert check_truncation(enc, [[fits], ['cat']], ['a {}.'], warn=False) == []
