@@ -99,8 +99,9 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
                                               segmentor.crop_batch_size, size_divisor=p):
             v_feat = vfm_encoder.patch_features(vfm_encoder.normalize(batch))
             # ProxyCLIP's last block reads the same VFM tokens: one VFM forward for both
-            c_feat = clip.patch_features(clip.normalize(batch), vfm_tokens=(
-                v_feat if getattr(clip, 'needs_vfm', False) else None))   # [n, h, w, dc]
+            c_in = clip.normalize(batch)
+            c_feat = (clip.patch_features(c_in, vfm_tokens=v_feat)        # [n, h, w, dc]
+                      if getattr(clip, 'needs_vfm', False) else clip.patch_features(c_in))
             h, w = c_feat.shape[1:3]
             if tuple(v_feat.shape[1:3]) != (h, w):
                 v_feat = F.interpolate(v_feat.permute(0, 3, 1, 2).float(), size=(h, w),

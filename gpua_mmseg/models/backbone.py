@@ -107,8 +107,9 @@ class GPUATwoTowerBackbone(BaseModule):
                 raise ValueError(f'clip_mode={clip.mode!r} needs the VFM tokens: give the '
                                  'backbone vfm=dict(...)')
             # ProxyCLIP's attention and the GPUA head share the one VFM forward
-            clip_feats = clip.patch_features(clip.normalize(clip_in), vfm_tokens=(
-                vfm_feats if clip.needs_vfm else None))
+            x = clip.normalize(clip_in)
+            clip_feats = (clip.patch_features(x, vfm_tokens=vfm_feats) if clip.needs_vfm
+                          else clip.patch_features(x))
             if vfm_feats is not None:
                 vfm_feats = vfm_feats.permute(0, 3, 1, 2)
             text = F.normalize(torch.as_tensor(self.text_classifier.embeddings), dim=-1)

@@ -371,8 +371,9 @@ class GPUASegmentor(BaseSegmentor):
         if clip.needs_vfm or head_needs_vfm:
             # one VFM forward serves both ProxyCLIP's attention and the GPUA logits
             vfm_tokens = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(crops01))
-        feats = clip.patch_features(clip.normalize(crops01),
-                                    vfm_tokens=vfm_tokens if clip.needs_vfm else None)
+        x = clip.normalize(crops01)
+        feats = (clip.patch_features(x, vfm_tokens=vfm_tokens) if clip.needs_vfm
+                 else clip.patch_features(x))
         logits = query_logits(feats, text)
         if not head_needs_vfm:
             return logits, None
