@@ -1,5 +1,9 @@
 """Synthetic alignment problems with a known ground-truth orthogonal map (tests, benchmark, demo).
 
+:func:`make_problem` is the simple model below; :func:`make_hard_problem` adds correlated
+prototypes, sub-clusters, a biased modality gap and CLIP confusions (issue 9), and
+:func:`semi_split` draws a semi-supervised split (pairs, unpaired VFM + CLIP rows, test rows).
+
 Model: a ground-truth ``Q [dv, dc]`` with orthonormal columns; class means ``m_k`` in VFM space;
 text prototypes ``t_k = normalise(m_k Q + text noise)``; VFM patches ``v = m_y + sigma_v n``
 (well clustered, as DINO features are); CLIP patches ``c = normalise(v Q) + gap + sigma_c n'``
@@ -134,10 +138,11 @@ def make_hard_problem(balance: str = 'zipf1.1', k: int = 40, dv: int = 64, dc: i
     * **modality gap**: CLIP patches are ``normalise(v Q) + gap + sigma_c n`` with a constant
       ``gap`` vector of norm ``gap``; it shifts every cosine to prototype k by ``gap . t_k``, which
       differs per class (``gap_lean`` of it lies in the span of the super-class directions, so
-      whole groups are favoured); a fraction ``confused`` of the classes looks to CLIP like
-      another class of its super-class (CLIP's view ``(1 - confusion) m_k + confusion m_j``):
-      structured errors no class prior can undo, only labels; so CLIP's zero-shot class histogram is biased; CLIP shares only
-      ``clip_vfm_noise`` of the VFM patch noise (the two towers err independently);
+      whole groups are favoured), so CLIP's zero-shot class histogram is biased;
+    * **CLIP confusions**: a fraction ``confused`` of the classes looks to CLIP like another
+      class of its super-class (CLIP's view ``(1 - confusion) m_k + confusion m_j``):
+      structured errors that no class prior undoes; CLIP shares only ``clip_vfm_noise`` of the
+      VFM patch noise (the two towers err independently);
     * **class frequencies** ``balance``: ``'balanced'``, ``'zipf1.1'`` or ``'zipf1.6'`` (Zipf
       exponent; ranks shuffled over classes), or a float exponent.
 
