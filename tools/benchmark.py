@@ -8,6 +8,8 @@ in one run, and a markdown table with images/s and the speed-up is printed.  Wei
     python tools/benchmark.py --device cuda --size 336 448 --n-images 20
     python tools/benchmark.py --tiny --n-images 2
     python tools/benchmark.py --memory        # peak RSS, 8000 x 8000 image, 21 / 150 classes
+    python tools/benchmark.py --side-by-side  # issue 13: crop by crop / batched / GPUA / ProxyCLIP
+    python tools/benchmark.py --text          # text classifier: full-context vs short forward
 
 Adding a row type (e.g. GPUA fused vs baseline): write ``def my_cases(args, shared) ->
 list[Case]`` and append it to ``CASE_BUILDERS``; each :class:`Case` is a name plus a ready
@@ -70,9 +72,26 @@ def parse_args(argv=None):
                    help='also write the --memory table (markdown) to this file')
     p.add_argument('--memory-child', nargs=3, metavar=('CLASSES', 'H', 'W'),
                    help=argparse.SUPPRESS)
+    p.add_argument('--side-by-side', action='store_true',
+                   help='instead of the per-variant table: one table, all rows timed image by '
+                        'image in turn: SCLIP crop by crop (as the public reference code runs), '
+                        'SCLIP batched (our baseline), SCLIP + GPUA (per vfm_window where the '
+                        'segmentor has one), ProxyCLIP and ProxyCLIP + GPUA; img/s, time ratio '
+                        'to the baseline, peak memory')
+    p.add_argument('--text', action='store_true',
+                   help='instead: time building the text classifier (--class-names, '
+                        '--text-templates) with open_clip\'s full-context encode_text vs our '
+                        'short forward (length-sorted batches)')
+    p.add_argument('--text-templates', default='openai_imagenet',
+                   help="templates for --text (a key of gpua_mmseg.models.templates)")
+    p.add_argument('--text-queries', type=int, default=0,
+                   help='--text on an evenly spaced sample of this many queries (0 = all); the '
+                        'full-vocabulary time is then extrapolated per prompt')
     args = p.parse_args(argv)
     if args.n_images < 1 or args.warmup < 0 or args.crop_batch_size < 1:
         p.error('--n-images and --crop-batch-size must be >= 1, --warmup >= 0')
+    if args.text_queries < 0:
+        p.error('--text-queries must be >= 0 (0 = all queries)')
     if args.tiny and args.crop == 224 and args.stride == 112:
         args.crop, args.stride = 64, 32
         if tuple(args.size) == (336, 448):
@@ -342,6 +361,229 @@ CASE_BUILDERS.append(proxyclip_cases)
 
 
 
+# ---------------------------------------------------------------------------- side by side
+class _PeakMemory:
+    """Peak memory of one call: CUDA ``max_memory_allocated`` (weights included), or on the
+    CPU the peak resident set above the level before the call, sampled every ~1 ms by a thread
+    (torch kernels release the GIL, so the sampler sees the allocations as they happen)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._stop = None
+
+    @staticmethod
+    def _rss() -> int:
+        import os
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+    def __enter__(self):
+        if self.device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        import threading
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.001):
+                self.peak = max(self.peak, self._rss())
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
+            self.mb = (self.peak - self.base) / 2 ** 20
+        return False
+
+
+def _accepts(kwarg: str) -> bool:
+    import inspect
+    return kwarg in inspect.signature(GPUASegmentor.__init__).parameters
+
+
+def side_by_side_rows(args, shared) -> List[tuple]:
+    """``(name, segmentor, crop_batch_size, reference row name or None)`` for the issue-13
+    table; the reference is the row whose scores this one must equal (same computation)."""
+    import os.path as osp
+    import tempfile
+
+    from gpua_mmseg.models.vfm import build_vfm_encoder
+    from gpua_mmseg.vocabulary import Vocabulary
+    base: CLIPEncoder = shared['base']
+    bs = args.crop_batch_size
+    auto = None if args.autocast == 'none' else args.autocast
+
+    def seg(mode, **kw):
+        enc = CLIPEncoder(base.model, mode=mode, mode_cfg=TINY_MODE_CFG.get(mode) if args.tiny
+                          else None, mean=base.mean.tolist(), std=base.std.tolist(),
+                          info=base.info)
+        return GPUASegmentor(clip=enc, clip_mode=mode, class_names=args.class_names,
+                             templates=_templates(args.templates), slide_crop=args.crop,
+                             slide_stride=args.stride, crop_batch_size=bs,
+                             autocast_dtype=auto, **kw).to(args.device).eval()
+
+    torch.manual_seed(args.seed + 2)
+    kw = dict(model_kwargs=dict(embed_dim=64, depth=3, num_heads=4, img_size=64)) \
+        if args.tiny else {}
+    vfm = build_vfm_encoder(dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=False, **kw))
+    vocab = Vocabulary.parse(args.class_names)
+    path = _random_artifact(osp.join(tempfile.mkdtemp(prefix='gpua_bench_'), 'map.safetensors'),
+                            vfm.embed_dim, base.embed_dim,
+                            dict(vfm=vfm.name, vlm=base.info.get('name'),
+                                 vocabulary=vocab.classes, vocab_hash=vocab.hash), args.seed)
+    head = dict(type='GPUAHead', alignment_path=path, fusion_weight=0.9)
+    sclip = seg('sclip')
+    rows = [('SCLIP, crop by crop (public reference style)', sclip, 1, 'SCLIP, batched'),
+            ('SCLIP, batched', sclip, bs, None)]
+    if _accepts('vfm_window'):
+        rows.append(("SCLIP + GPUA, vfm_window='crop'",
+                     seg('sclip', vfm=vfm, decode_head=head, vfm_window='crop'), bs, None))
+        rows.append(("SCLIP + GPUA, vfm_window='whole'",
+                     seg('sclip', vfm=vfm, decode_head=head, vfm_window='whole'), bs, None))
+    else:
+        print('note: GPUASegmentor has no vfm_window yet: one GPUA row (VFM on the CLIP crops)')
+        rows.append(('SCLIP + GPUA', seg('sclip', vfm=vfm, decode_head=head), bs, None))
+    if 'proxyclip' in set(list_last_blocks()):
+        rows.append(('ProxyCLIP', seg('proxyclip', vfm=vfm), bs, None))
+        rows.append(('ProxyCLIP + GPUA', seg('proxyclip', vfm=vfm, decode_head=head), bs, None))
+    else:
+        print('note: no proxyclip last block registered: ProxyCLIP rows skipped')
+    return rows
+
+
+def side_by_side_main(args) -> List[Dict]:
+    """Times every row of :func:`side_by_side_rows` on the same images, image by image in turn
+    (drift of a shared machine hits all rows alike); prints one markdown table."""
+    device = torch.device(args.device)
+    shared = build_shared(args)
+    rows = side_by_side_rows(args, shared)
+    for _, seg, _, _ in rows:
+        seg.get_text_embeddings()  # one-off (and shared: one encoding for all rows)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    images = (torch.rand((args.n_images, 3) + tuple(args.size), generator=g) * 255).to(device)
+    h, w = images.shape[-2:]
+    stats = {name: dict(seconds=0.0, mem=0.0, scores=[]) for name, _, _, _ in rows}
+    with torch.no_grad():
+        for i in range(args.warmup + args.n_images):
+            img = images[i % len(images)][None]
+            for name, seg, cbs, _ in rows:
+                seg.crop_batch_size = cbs
+                sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+                _sync(device)
+                with _PeakMemory(device) as mem:
+                    t = time.perf_counter()
+                    out = seg.predict(img, [sample])[0].seg_logits.data
+                    _sync(device)
+                    dt = time.perf_counter() - t
+                if i >= args.warmup:
+                    st = stats[name]
+                    st['seconds'] += dt
+                    st['mem'] = max(st['mem'], mem.mb)
+                    st['scores'].append(out.float().cpu())
+    from gpua_mmseg.models.sliding import crop_boxes
+    n_crops = len(crop_boxes(args.size[0], args.size[1], args.crop, args.stride))
+    base_s = stats['SCLIP, batched']['seconds']
+    dev_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
+        f'CPU ({torch.get_num_threads()} threads)'
+    mem_col = 'peak CUDA memory allocated (MB)' if device.type == 'cuda' else \
+        'peak RSS above the pre-call level (MB)'
+    model = 'tiny random CLIP + tiny DINOv3' if args.tiny else \
+        f'{args.clip} + DINOv3 ViT-B/16 (random init)'
+    print()
+    print(f'{model}, {dev_name}, autocast={args.autocast}, image {h}x{w}, crop {args.crop}/'
+          f'stride {args.stride} = {n_crops} crops, crop_batch_size {args.crop_batch_size}, '
+          f'{args.n_images} images (+{args.warmup} warm-up), rows timed image by image in turn, '
+          f'{len(_templates(args.templates))} template(s), text classifier cached')
+    print()
+    print(f'| row | img/s | s/img | time / SCLIP batched | {mem_col} | max abs diff of scores |')
+    print('|---|---|---|---|---|---|')
+    result = []
+    for name, _, _, ref in rows:
+        st = stats[name]
+        diff = '' if ref is None else '{:.1e} vs {}'.format(max(
+            float((a - b).abs().max()) for a, b in zip(st['scores'], stats[ref]['scores'])), ref)
+        n = args.n_images
+        print(f"| {name} | {n / st['seconds']:.3f} | {st['seconds'] / n:.3f} | "
+              f"{st['seconds'] / base_s:.2f}x | {st['mem']:.0f} | {diff} |")
+        result.append(dict(row=name, img_s=n / st['seconds'], ratio=st['seconds'] / base_s,
+                           peak_mb=st['mem'], diff=diff))
+    return result
+
+
+# ---------------------------------------------------------------------------- text classifier
+def text_main(args) -> Dict:
+    """Building the text classifier of ``--class-names`` x ``--text-templates`` two ways on the
+    same random text tower: open_clip's ``encode_text`` over the full context, in prompt order
+    (how it was built before), and :func:`encode_queries` (length-sorted batches, our short
+    forward up to each batch's last end-of-text token).  Prints a markdown table."""
+    from gpua_mmseg.models.clip import build_clip_encoder
+    from gpua_mmseg.models.templates import resolve_templates
+    from gpua_mmseg.models.text_classifier import encode_queries
+    from gpua_mmseg.vocabulary import Vocabulary
+    torch.manual_seed(args.seed)
+    cfg = dict(name='tiny', pretrained=None, model_cfg=tiny_clip_model_cfg()) if args.tiny \
+        else dict(name=args.clip, pretrained=None)
+    enc = build_clip_encoder(cfg).eval().to(args.device)
+    device = torch.device(args.device)
+    queries = Vocabulary.parse(args.class_names).queries
+    templates = resolve_templates(args.text_templates)
+    n_all = len(queries) * len(templates)
+    if args.text_queries and args.text_queries < len(queries):
+        step = len(queries) / args.text_queries
+        queries = [queries[int(i * step)] for i in range(args.text_queries)]
+    texts = [t.format(q) for q in queries for t in templates]
+    tokens = enc.tokenize(texts)
+    longest = int(tokens.argmax(-1).max()) + 1
+
+    def full_context():  # tokenization timed on both sides: it is part of the build
+        tokens = enc.tokenize(texts)
+        embs = []
+        for i in range(0, len(texts), 512):  # encode_queries' batch size, prompt order
+            e = enc.model.encode_text(tokens[i:i + 512].to(device), normalize=False)
+            embs.append(e / e.norm(dim=-1, keepdim=True))
+        e = torch.cat(embs).reshape(len(queries), len(templates), -1).mean(1)
+        return e / e.norm(dim=-1, keepdim=True)
+
+    out = {}
+    with torch.no_grad():
+        for name, fn in (('short', lambda: encode_queries(enc, queries, templates)),
+                         ('full', full_context)):
+            _sync(device)
+            t = time.perf_counter()
+            out[name] = (fn(), None)
+            _sync(device)
+            out[name] = (out[name][0], time.perf_counter() - t)
+    diff = float((out['short'][0] - out['full'][0]).abs().max())
+    full_s, short_s = out['full'][1], out['short'][1]
+    scale = n_all / len(texts)
+    dev_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
+        f'CPU ({torch.get_num_threads()} threads)'
+    model = 'tiny random CLIP' if args.tiny else f'{args.clip} text tower (random init)'
+    sample = '' if scale == 1 else (f'; timed on {len(queries)} evenly spaced queries '
+                                    f'({len(texts)} prompts), full-vocabulary times extrapolated')
+    print()
+    print(f'{model}, {dev_name}: {args.class_names} x {args.text_templates} = {n_all} prompts, '
+          f'context {tokens.shape[1]}, longest prompt ends at token {longest}{sample}')
+    print()
+    print('| text forward | s (timed prompts) | s (whole vocabulary) | prompts/s | speed-up | '
+          'max abs diff of embeddings |')
+    print('|---|---|---|---|---|---|')
+    print(f'| open_clip encode_text, full context | {full_s:.2f} | {full_s * scale:.1f} | '
+          f'{len(texts) / full_s:.1f} | 1.00x | |')
+    print(f'| ours, short forward, length-sorted | {short_s:.2f} | {short_s * scale:.1f} | '
+          f'{len(texts) / short_s:.1f} | {full_s / short_s:.2f}x | {diff:.1e} |')
+    return dict(full_s=full_s, short_s=short_s, scale=scale, diff=diff, longest=longest,
+                prompts=len(texts))
+
+
 # ---------------------------------------------------------------------------- peak memory
 MEMORY_INPUT = (448, 448)  # working resolution of an 8000 x 8000 photo under scale (2048, 448)
 
@@ -423,6 +665,10 @@ def cli(argv=None):
         memory_child(key, int(h0), int(w0))
     elif args.memory:
         memory_main(args)
+    elif args.side_by_side:
+        side_by_side_main(args)
+    elif args.text:
+        text_main(args)
     else:
         main(argv)
 

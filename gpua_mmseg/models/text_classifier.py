@@ -26,7 +26,7 @@ import os
 import os.path as osp
 import weakref
 from collections import OrderedDict
-from typing import List, Union
+from typing import List, Optional, Union
 
 import torch
 
@@ -55,7 +55,7 @@ class TextTruncationWarning(UserWarning):
 
 
 def check_truncation(encoder, vocabulary: VocabularyLike, templates: List[str],
-                     warn: bool = True) -> List[str]:
+                     warn: bool = True, tokens: Optional[torch.Tensor] = None) -> List[str]:
     """Find the queries whose prompts are longer than the text context (the tokenizer cuts
     them silently) and those that become identical once cut (the same embedding: a later
     class tied with an earlier one is never predicted).
@@ -65,6 +65,7 @@ def check_truncation(encoder, vocabulary: VocabularyLike, templates: List[str],
         vocabulary: anything :meth:`Vocabulary.parse` accepts.
         templates: the prompt templates (``'{}'`` placeholders).
         warn: issue one :class:`TextTruncationWarning` listing them all (when there are any).
+        tokens: the prompts already tokenized ([Q * T, ctx], query-major), if at hand.
 
     Returns:
         One line per truncated query (naming its class, the query, its token count and the
@@ -73,7 +74,8 @@ def check_truncation(encoder, vocabulary: VocabularyLike, templates: List[str],
     vocab = Vocabulary.parse(vocabulary)
     queries, q2c, names = vocab.queries, vocab.query_to_class, vocab.names
     nt = len(templates)
-    tokens = encoder.tokenize([t.format(q) for q in queries for t in templates])
+    if tokens is None:
+        tokens = encoder.tokenize([t.format(q) for q in queries for t in templates])
     ctx = int(tokens.shape[1])
     filled = (tokens[:, -1] != 0).reshape(len(queries), nt)  # the last slot used: maybe cut
     count = getattr(encoder, 'token_count', lambda text: None)
@@ -114,11 +116,14 @@ def check_truncation(encoder, vocabulary: VocabularyLike, templates: List[str],
 
 
 @torch.no_grad()
-def encode_queries(encoder, queries: List[str], templates: List[str], batch_size: int = 512
-                   ) -> torch.Tensor:
-    """-> [Q, dc]: per query mean of L2-normalised template embeddings, renormalised."""
+def encode_queries(encoder, queries: List[str], templates: List[str], batch_size: int = 512,
+                   tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """-> [Q, dc]: per query mean of L2-normalised template embeddings, renormalised.
+
+    ``tokens``: the prompts already tokenized ([Q * T, ctx], query-major), if at hand."""
     texts = [t.format(q) for q in queries for t in templates]
-    tokens = encoder.tokenize(texts)
+    if tokens is None:
+        tokens = encoder.tokenize(texts)
     # Shortest prompts first: the encoder runs each batch only up to its longest prompt
     # (CLIPEncoder.encode_text), so batches of similar lengths waste nothing on padding.
     order = torch.argsort((tokens != 0).sum(1), stable=True)
@@ -181,10 +186,11 @@ def _disk_key(encoder, queries: List[str], templates: List[str]) -> str:
     return h.hexdigest()[:32]
 
 
-def _encode_cached_on_disk(encoder, queries: List[str], templates: List[str]) -> torch.Tensor:
+def _encode_cached_on_disk(encoder, queries: List[str], templates: List[str],
+                           tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
     folder = _disk_cache_dir(encoder)
     if folder is None:
-        return encode_queries(encoder, queries, templates)
+        return encode_queries(encoder, queries, templates, tokens=tokens)
     from safetensors.torch import load_file, save_file
 
     from ..utils.atomic import atomic_write
@@ -195,7 +201,7 @@ def _encode_cached_on_disk(encoder, queries: List[str], templates: List[str]) ->
             return load_file(path)['embeddings'].to(device=ref.device, dtype=ref.dtype)
         except Exception:  # a corrupt cache file is recomputed, never fatal
             logger.warning('text-embedding cache file %s is unreadable; recomputing', path)
-    emb = encode_queries(encoder, queries, templates)
+    emb = encode_queries(encoder, queries, templates, tokens=tokens)
     try:
         atomic_write(path, lambda tmp: save_file(
             {'embeddings': emb.detach().float().cpu().contiguous()}, tmp))
@@ -247,8 +253,10 @@ class TextClassifier:
             if other is not None:
                 emb = other.to(ref.device)
             else:
-                check_truncation(self.encoder, self.vocabulary, self.templates)  # once, here
-                emb = _encode_cached_on_disk(self.encoder, self.queries, self.templates)
+                tokens = self.encoder.tokenize([t.format(q) for q in self.queries
+                                                for t in self.templates])
+                check_truncation(self.encoder, self.vocabulary, self.templates, tokens=tokens)
+                emb = _encode_cached_on_disk(self.encoder, self.queries, self.templates, tokens)
             _CACHE[key] = emb
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
