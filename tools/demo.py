@@ -186,12 +186,22 @@ def _prepare_gpua(seg, args, items, skipped):
 
 
 def _save_outputs(res, name, args):
-    """Both pictures of one image, or neither (a failed second write removes the first)."""
+    """Both pictures of one image, or neither (a failed second write removes the first).
+
+    Raises:
+        OSError: naming the target file (not the writer's temporary file).
+    """
     from gpua_mmseg.apis import atomic_save
+
+    def save(image, path):
+        try:
+            atomic_save(image, path)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror or str(e), path) from e
     overlay = osp.join(args.out, f'{name}_overlay.png')
-    atomic_save(res.overlay(alpha=args.alpha), overlay)
+    save(res.overlay(alpha=args.alpha), overlay)
     try:
-        atomic_save(res.label_image(), osp.join(args.out, f'{name}_labels.png'))
+        save(res.label_image(), osp.join(args.out, f'{name}_labels.png'))
     except BaseException:
         try:
             os.remove(overlay)

@@ -340,7 +340,6 @@ def run_fit(cfg, opts: FitOptions) -> Optional[str]:
         if opts.labeled_split == 'train':
             *pairs, info = collect_labeled_pairs(seg, vfm, cfg, int(opts.labeled))
         else:
-            import warnings
             warnings.warn(TEST_LABELS_WARNING)
         meta.update(labeled_meta(opts.labeled_split, info))
     amap = fit_from_cache(seg, vfm, cache, opts, meta, pairs)

@@ -36,3 +36,61 @@ def finish(proc, timeout=300):
 
 def run(args, env_extra=None, timeout=300):
     return finish(start(args, env_extra), timeout)
+
+
+# ---------------------------------------------------------------- demo / fit helpers (H7)
+DEMO = osp.join(TOOLS, 'demo.py')
+FIT = osp.join(TOOLS, 'fit_alignment.py')
+GPUA_CONFIG = 'configs/gpua/gpua_sclip_dinov3_vitb16_voc21.py'
+
+
+def tiny_demo_config(folder, gpua_art=None):
+    """A tiny random demo config file (test_demo's, 16-token text context); GPUA with
+    ``gpua_art`` as the config's artifact path."""
+    from test_demo import TINY_GPUA, TINY_MODEL
+
+    from gpua_mmseg.apis import resolve_config
+    extra = '' if gpua_art is None else TINY_GPUA.replace('{art}', str(gpua_art))
+    path = osp.join(str(folder), 'tiny_gpua.py' if gpua_art else 'tiny.py')
+    with open(path, 'w') as f:
+        f.write(f"_base_ = '{resolve_config('sclip')}'\n" + TINY_MODEL.replace('{extra}', extra))
+    return path
+
+
+def save_tiny_clip_weights(path, seed=1):
+    """A ``.safetensors`` file of the tiny demo config's CLIP (for ``--clip-weights``)."""
+    import torch
+    from safetensors.torch import save_file
+    from test_demo import TINY_MODEL
+
+    from gpua_mmseg.models.clip import create_open_clip
+    ns = {}
+    exec(TINY_MODEL.replace('{extra}', ''), {}, ns)
+    torch.manual_seed(seed)
+    model, _ = create_open_clip('tiny', None, model_cfg=ns['model']['clip']['model_cfg'])
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def start_patched(patch, script, args, env_extra=None, umask=None):
+    """Start the real CLI ``script`` (as ``__main__``, argv ``args``) after ``patch`` (Python
+    source) ran in the same process: simulates a full disk or a failing library call."""
+    code = (f'import runpy, sys\n{patch}\n'
+            f'sys.argv = {[script] + [str(a) for a in args]!r}\n'
+            f'runpy.run_path({script!r}, run_name="__main__")\n')
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    kw = {} if umask is None else dict(umask=umask)
+    return subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def dead_pid():
+    """The pid of a process that has exited (what a ``kill -9``-ed writer leaves behind)."""
+    p = subprocess.Popen([sys.executable, '-c', 'pass'])
+    p.wait()
+    return p.pid
+
+
+def no_traceback(err):
+    return 'Traceback' not in err
