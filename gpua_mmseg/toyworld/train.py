@@ -33,8 +33,8 @@ __all__ = ['state_dict_sha256', 'train_clip', 'train_vfm', 'CLIP_DEFAULTS', 'VFM
 
 TRAIN_DATA_SEED = 1000  # training world; evaluation datasets use other seeds
 CLIP_DEFAULTS = dict(steps=1000, batch=128, lr=2e-3, wd=0.05, warmup=50, seed=0)
-VFM_DEFAULTS = dict(steps=400, batch=48, lr=1e-3, wd=0.05, warmup=30, seed=0, tau=0.2,
-                    init_values=0.1)
+VFM_DEFAULTS = dict(steps=400, batch=48, lr=1e-3, wd=0.05, warmup=30, seed=0,
+                    init_values=0.1, curriculum=0.0)
 
 # CLIP's normalisation (open_clip's OPENAI_DATASET_MEAN/STD) and timm's DINOv3 pretrained_cfg
 # (ImageNet): each encoder is trained with the statistics its loader will use.
@@ -139,12 +139,15 @@ def train_clip(steps: int = CLIP_DEFAULTS['steps'], batch: int = CLIP_DEFAULTS['
                        prefix_steps=prefix_steps, prefix_sha256=prefix)
 
 
-def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int):
+def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int, p_easy: float = 0.0):
     """Two renderings of ``batch`` layouts -> (view A, view B uint8 [B, S, S, 3], offsets [B, 2, 2]).
 
     Both views have their own crop offset (on the patch grid) and their own background noise;
     view B's colours are view A's under a random channel permutation and per-channel inversion,
     so no absolute colour survives from one view to the other while texture and shape do.
+    With probability ``p_easy`` a scene's view B keeps view A's noise and colours instead (only
+    the crop moves): the curriculum that keeps InfoNCE out of its collapsed state (all features
+    equal, loss = ln(patches)), where it stays when started on the hard views alone.
     """
     rng = np.random.default_rng([TRAIN_DATA_SEED, step, 99])
     n_off = (canvas - size) // patch + 1
@@ -155,26 +158,45 @@ def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int):
         o = rng.integers(0, n_off, size=(2, 2)) * patch
         a, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 1]), tuple(o[0]), size,
                       noise_rng=np.random.default_rng([TRAIN_DATA_SEED, idx, 2]))
+        easy = rng.random() < p_easy
         b, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 1]), tuple(o[1]), size,
-                      noise_rng=np.random.default_rng([TRAIN_DATA_SEED, idx, 3]))
-        b = b[..., rng.permutation(3)]
-        flip = rng.random(3) < 0.5
-        b = np.where(flip, 255 - b, b).astype(np.uint8)
+                      noise_rng=np.random.default_rng([TRAIN_DATA_SEED, idx, 2 if easy else 3]))
+        perm, flip = rng.permutation(3), rng.random(3) < 0.5
+        if not easy:
+            b = np.where(flip, 255 - b[..., perm], b[..., perm]).astype(np.uint8)
         va.append(a)
         vb.append(b)
         offs.append(o)
     return np.stack(va), np.stack(vb), np.stack(offs)
 
 
+def _vicreg(za: torch.Tensor, zb: torch.Tensor, sim: float = 25.0, var: float = 25.0,
+            cov: float = 1.0) -> torch.Tensor:
+    """VICReg between corresponding patch tokens ``[M, D]``: invariance (MSE) + per-dimension
+    std hinged at 1 + decorrelated dimensions (Bardes et al. 2022 weights)."""
+    inv = F.mse_loss(za, zb)
+    out = sim * inv
+    for z in (za, zb):
+        z = z - z.mean(0)
+        std = torch.sqrt(z.var(0) + 1e-4)
+        c = (z.t() @ z) / (z.shape[0] - 1)
+        off = c - torch.diag(torch.diag(c))
+        out = out + var * F.relu(1 - std).mean() + cov * off.pow(2).sum() / z.shape[1]
+    return out
+
+
 def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['batch'],
               lr: float = VFM_DEFAULTS['lr'], wd: float = VFM_DEFAULTS['wd'],
               warmup: int = VFM_DEFAULTS['warmup'], seed: int = VFM_DEFAULTS['seed'],
-              tau: float = VFM_DEFAULTS['tau'], init_values: float = VFM_DEFAULTS['init_values'],
+              init_values: float = VFM_DEFAULTS['init_values'],
+              curriculum: float = VFM_DEFAULTS['curriculum'],
               size: int = 64,
               logger: Optional[Callable] = print, log_every: int = 50,
               stop_after: Optional[int] = None, prefix_steps: int = 3):
     """Train the toy VFM -> (timm model in eval mode, stats dict) with dense patch InfoNCE.
 
+    ``curriculum``: fraction of the steps over which the share of easy views (see
+    :func:`_vfm_views`) falls linearly from 1 to 0.
     ``init_values``: initial layer-scale gammas.  timm's DINOv3 default (1e-5) suits fine-tuning
     a trained model; from scratch in a few hundred steps it keeps the blocks switched off and
     the loss stalls near ln(batch patches).  Only the initialisation differs: the saved file
@@ -200,12 +222,12 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
     losses, t0, prefix = [], time.time(), None
     model.train()
     for step in range(steps):
-        va, vb, offs = _vfm_views(step, batch, size, size + 2 * patch, patch)
+        p_easy = max(0.0, 1.0 - step / max(1.0, curriculum * steps))
+        va, vb, offs = _vfm_views(step, batch, size, size + 2 * patch, patch, p_easy)
         x = torch.cat([_to_tensor(va, mean, std), _to_tensor(vb, mean, std)])
         for grp in opt.param_groups:
             grp['lr'] = _lr_at(step, steps, lr, warmup)
         tok = model.forward_features(x)[:, npre:]  # [2B, g*g, D]
-        tok = F.normalize(tok, dim=-1)
         ta, tb = tok[:batch], tok[batch:]  # [B, g*g, D] each
         # patch (i, j) of A covers layout pixels oa + p*(i, j); in B that is patch (i, j) + dA/p
         d = torch.from_numpy((offs[:, 0] - offs[:, 1]) // patch)  # [B, 2]
@@ -213,16 +235,9 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
         bj = jj.reshape(1, -1) + d[:, 1:]
         valid = (bi >= 0) & (bi < g) & (bj >= 0) & (bj < g)  # [B, g*g]
         tgt = (bi.clamp(0, g - 1) * g + bj.clamp(0, g - 1))
-        # Negatives are the other patches of the *same* scene: across scenes, two patches of
-        # one background texture cannot be told apart (new colours and noise per view), and
-        # those unresolvable negatives drown the signal (the loss stalls near ln(B*g*g)).
-        logits = torch.bmm(ta, tb.transpose(1, 2)) / tau  # [B, g*g (A), g*g (B)]
-        loss_ab = F.cross_entropy(logits[valid], tgt[valid])
-        # B -> A: the B patch tgt[b, q] should pick A patch q among A's patches
-        logits_ba = torch.gather(logits.transpose(1, 2), 1,
-                                 tgt.unsqueeze(-1).expand(-1, -1, g * g))  # [B, g*g, g*g]
-        src = torch.arange(g * g).view(1, -1).expand(batch, -1)
-        loss = 0.5 * (loss_ab + F.cross_entropy(logits_ba[valid], src[valid]))
+        za = ta[valid]                                                   # [M, D]
+        zb = torch.gather(tb, 1, tgt.unsqueeze(-1).expand(-1, -1, tb.shape[-1]))[valid]
+        loss = _vicreg(za, zb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
