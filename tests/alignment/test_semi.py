@@ -116,7 +116,7 @@ def test_sotalign_without_clip_never_below_its_teacher(data):
     T = p.prototypes
     kw = dict(pool_size=4096, otp_iters=3)
     teacher = _map_acc(fit_sotalign(s.pair_vfm, s.pair_labels, s.unpaired_vfm, T,
-                                    SOTAlignConfig(otp_iters=0, select='none', **kw)), s, T)[0]
+                                    SOTAlignConfig(**dict(kw, otp_iters=0), select='none')), s, T)[0]
     # issue-9 behaviour (flat marginal, per-pixel pairs, no safeguard) collapses below it
     old = _map_acc(fit_sotalign(s.pair_vfm, s.pair_labels, s.unpaired_vfm, T,
                                 SOTAlignConfig(class_prior='uniform', select='none', **kw)),
@@ -130,7 +130,7 @@ def test_sotalign_without_clip_never_below_its_teacher(data):
     few = fit_sotalign(s.pair_vfm[:6], s.pair_labels[:6], s.unpaired_vfm, T,
                        SOTAlignConfig(**kw))
     few_t = fit_sotalign(s.pair_vfm[:6], s.pair_labels[:6], s.unpaired_vfm, T,
-                         SOTAlignConfig(otp_iters=0, select='none', **kw))
+                         SOTAlignConfig(**dict(kw, otp_iters=0), select='none'))
     assert _map_acc(few, s, T)[0] >= _map_acc(few_t, s, T)[0] - 0.005
 
 
