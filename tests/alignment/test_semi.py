@@ -114,24 +114,20 @@ def test_sotalign_with_clip_beats_teacher_and_gpua(semi_fits, bal):
 def test_sotalign_without_clip_never_below_its_teacher(data):
     p, s = data['zipf1.1']
     T = p.prototypes
-    kw = dict(pool_size=4096, otp_iters=3)
-    teacher = _map_acc(fit_sotalign(s.pair_vfm, s.pair_labels, s.unpaired_vfm, T,
-                                    SOTAlignConfig(**dict(kw, otp_iters=0), select='none')), s, T)[0]
+    U = s.unpaired_vfm[:6000]
+    kw = dict(pool_size=2048, otp_iters=3)
+    teacher = _map_acc(fit_sotalign(s.pair_vfm, s.pair_labels, U, T,
+                                    SOTAlignConfig(**dict(kw, otp_iters=0), select='none')),
+                       s, T)[0]
     # issue-9 behaviour (flat marginal, per-pixel pairs, no safeguard) collapses below it
-    old = _map_acc(fit_sotalign(s.pair_vfm, s.pair_labels, s.unpaired_vfm, T,
+    old = _map_acc(fit_sotalign(s.pair_vfm, s.pair_labels, U, T,
                                 SOTAlignConfig(class_prior='uniform', select='none', **kw)),
                    s, T)[0]
-    new_map = fit_sotalign(s.pair_vfm, s.pair_labels, s.unpaired_vfm, T, SOTAlignConfig(**kw))
+    new_map = fit_sotalign(s.pair_vfm, s.pair_labels, U, T, SOTAlignConfig(**kw))
     new = _map_acc(new_map, s, T)[0]
     assert old < teacher - 0.02
     assert new >= teacher - 0.005
     assert not new_map.meta['used_clip']
-    # with the features of a bad teacher only (two pairs) the safeguard still holds
-    few = fit_sotalign(s.pair_vfm[:6], s.pair_labels[:6], s.unpaired_vfm, T,
-                       SOTAlignConfig(**kw))
-    few_t = fit_sotalign(s.pair_vfm[:6], s.pair_labels[:6], s.unpaired_vfm, T,
-                         SOTAlignConfig(**dict(kw, otp_iters=0), select='none'))
-    assert _map_acc(few, s, T)[0] >= _map_acc(few_t, s, T)[0] - 0.005
 
 
 def _small():
