@@ -166,9 +166,9 @@ def test_inference_and_feature_extraction_see_the_same_crops(clip, vfms, tmp_pat
     seen = []
     original = type(clip).patch_features
 
-    def recording(self, images):
+    def recording(self, images, *args, **kwargs):
         seen.append(images.detach().clone())
-        return original(self, images)
+        return original(self, images, *args, **kwargs)
 
     monkeypatch.setattr(type(clip), 'patch_features', recording)
     x, samples = batch(50, 100)          # shorter than the crop along H: padded crops
