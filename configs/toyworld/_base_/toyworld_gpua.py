@@ -7,5 +7,5 @@ model = dict(
         name='vit_small_patch16_dinov3',
         pretrained='{{fileDirname}}/../../../gpua_mmseg/data/toyworld/toy_vfm.safetensors',
         model_kwargs=dict(embed_dim=64, depth=3, num_heads=4, patch_size=8, img_size=64)),
-    decode_head=dict(type='GPUAHead', alignment_path='', fusion_weight=0.5),
+    decode_head=dict(type='GPUAHead', alignment_path='', fusion_weight=0.9),
 )
