@@ -75,6 +75,8 @@ class ManyReport:
     paths: List[str]
     results: List[SegResult] = field(default_factory=list)
     seconds: float = 0.0
+    #: ``(path, reason)`` of the images that could not be read (skipped, see ``segment_many``)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -161,8 +163,12 @@ class OpenVocabSegmenter:
             self.head_cfg = dict(self.head_cfg, config_path=self.config_path)
             if alignment is not None:
                 self.head_cfg['alignment_path'] = os.fspath(alignment)
-        # The VFM and head are attached after the identity check (below), never by the build.
-        self.model_cfg = dict(model_cfg, vfm=None, decode_head=None)
+        # The head (and GPUA's VFM) are attached after the identity check (below), never by
+        # the build; a clip_mode whose attention reads VFM tokens (ProxyCLIP) keeps its VFM.
+        from ..models.clip import mode_needs_vfm
+        keep_vfm = mode_needs_vfm(model_cfg.get('clip_mode', 'sclip'))
+        self.model_cfg = dict(model_cfg, vfm=model_cfg.get('vfm') if keep_vfm else None,
+                              decode_head=None)
         import gpua_mmseg.models  # noqa: F401  (mmcv-lite placeholder before mmseg)
         from mmseg.registry import MODELS
         self.device = _pick_device(device)
@@ -301,13 +307,16 @@ class OpenVocabSegmenter:
             yield p, self(p)
 
     def segment_many(self, paths, on_result: Optional[Callable[[str, SegResult], None]] = None,
-                     keep: bool = True) -> ManyReport:
+                     keep: bool = True, skip_unreadable: bool = True) -> ManyReport:
         """Segment a folder or a list of images; the text classifier is reused for all of them.
 
         Args:
             paths: folder, file, or list of those.
             on_result: called as ``on_result(path, result)`` after each image (e.g. to save).
             keep: keep the results in the report (False for long folders).
+            skip_unreadable: an image file that cannot be read (empty, truncated, not an image,
+                a broken symlink) is logged, listed in ``report.skipped`` and skipped; False
+                raises its :class:`gpua_mmseg.apis.io.UnreadableImageError` instead.
 
         Returns:
             :class:`ManyReport` with ``seconds`` (wall time of the image loop, text encoding
@@ -315,9 +324,18 @@ class OpenVocabSegmenter:
         """
         files = list_images(paths)
         self.model.get_text_embeddings()  # encoded before the clock starts (usually cached)
+        from .io import UnreadableImageError
         report = ManyReport(paths=files)
         t0 = time.perf_counter()
-        for p, res in zip(files, map(self, files)):
+        for p in files:
+            try:
+                res = self(p)
+            except (UnreadableImageError, FileNotFoundError) as e:
+                if not skip_unreadable:
+                    raise
+                logger.warning('skipped: %s', e)
+                report.skipped.append((p, str(e)))
+                continue
             if on_result is not None:
                 on_result(p, res)
             if keep:

@@ -184,3 +184,21 @@ def test_torchscript_state_dict_equals_jit_load(tmp_path):
     assert sorted(got) == sorted(want) and 'visual.attn_mask' not in got
     for k, v in want.items():
         assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
+
+
+def test_api_segment_many_skips_unreadable_images(demo_runs, tmp_path):
+    """The Python API's folder call: bad images listed in ``report.skipped``, the rest done;
+    ``skip_unreadable=False`` raises the same one-line error."""
+    from _hostile import tiny_demo_config
+    from gpua_mmseg.apis import OpenVocabSegmenter
+    from gpua_mmseg.apis.io import UnreadableImageError
+    imgs = demo_runs['batch'].imgs
+    seg = OpenVocabSegmenter(tiny_demo_config(tmp_path), classes='cat; background',
+                             weights='random', device='cpu')
+    report = seg.segment_many(imgs)
+    skipped = sorted(os.path.basename(p) for p, _ in report.skipped)
+    assert skipped == ['cut.png', 'dangling.png', 'empty.png', 'loop.png', 'notes.png']
+    assert len(report.results) == 4
+    assert all(os.path.basename(p) in why for p, why in report.skipped)
+    with pytest.raises(UnreadableImageError, match=r"cut\.png.*truncated"):
+        seg.segment_many([imgs / 'x.png', imgs / 'cut.png'], skip_unreadable=False)
