@@ -83,7 +83,9 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
     Returns:
         ``dict(clip=[R, dc], vfm=[R, dv], label=[R])`` with ``R`` = patches of all crops.  VFM
         tokens on a different patch grid (e.g. DINOv2 patch 14) are bilinearly resized to the
-        CLIP grid, as the head resizes its logits at inference.  ``label`` is -1 without a mask.
+        CLIP grid, as the head resizes its logits at inference.  The VFM tokens follow the
+        segmentor's ``vfm_window`` (``'whole'``: one VFM forward per image, resampled onto each
+        crop's CLIP grid), exactly as inference computes them.  ``label`` is -1 without a mask.
     """
     if image01.ndim != 3 or image01.shape[0] != 3:
         raise ValueError(f'image01 must be [3, H, W] in 0..1, got {tuple(image01.shape)}')
@@ -94,10 +96,12 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
     p = clip.patch_size
     rows: Dict[Tuple[int, int, int, int], Tuple[Tensor, Tensor, Tensor]] = {}
     with segmentor._autocast(image01.device):
+        # the segmentor's vfm_window, as at inference (models/vfm.py VFMWindowTokens)
+        vfm_tokens = segmentor.vfm_window_tokens([image01], vfm_encoder)
         for batch, chunk in iter_crop_batches([image01], segmentor.slide_crop,
                                               segmentor.slide_stride,
                                               segmentor.crop_batch_size, size_divisor=p):
-            v_feat = vfm_encoder.patch_features(vfm_encoder.normalize(batch))
+            v_feat = vfm_tokens.tokens(batch, chunk)
             # ProxyCLIP's last block reads the same VFM tokens: one VFM forward for both
             c_in = clip.normalize(batch)
             c_feat = (clip.patch_features(c_in, vfm_tokens=v_feat)        # [n, h, w, dc]

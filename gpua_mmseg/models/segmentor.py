@@ -25,9 +25,12 @@ from .pamr import pamr
 from .postprocess import (fits_full_resolution, predict_labels, query_to_class_scores,
                           tiled_scores_and_labels)
 from .sliding import _pair, slide_logits
+from .vfm import DEFAULT_VFM_MAX_TOKENS, VFMWindowTokens, check_vfm_window
 
 _AUTOCAST = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 _DEFAULT_WINDOW = (224, 112)  # slide_crop, slide_stride (pixels) when neither form is given
+# 'crop' until the toy world (issue 10) has VFM weights to measure 'whole' against (issue 13)
+DEFAULT_VFM_WINDOW = 'crop'
 _TEST_CFG_KEYS = ('mode', 'crop_size', 'stride')
 
 DEFAULT_PREPROCESSOR = dict(type='SegDataPreProcessor', mean=[0., 0., 0.], std=[1., 1., 1.],
@@ -135,6 +138,20 @@ class GPUASegmentor(BaseSegmentor):
             ``decode_head.fuse(clip_logits [n,Q,h,w], vfm_tokens [n,hv,wv,dv] | None,
             text_emb [Q,dc]) -> [n,Q,h,w]``; a head whose ``needs_vfm`` is False (GPUAHead at
             ``fusion_weight=1``) gets ``None`` and the VFM is not run.
+        vfm_window: where the GPUA head's VFM looks (CLIP keeps its sliding window):
+            ``'crop'`` (the VFM encodes each CLIP crop, as published), ``'whole'`` (one
+            VFM forward over the whole image, its patch grid bilinearly resampled, in image
+            coordinates, onto each CLIP crop's patch grid: fewer VFM tokens and context beyond
+            the crop) or ``dict(crop_size=448, stride=336)`` (VFM windows of their own, pixels;
+            overlaps averaged).  The fit's feature extraction uses the same setting
+            (:class:`~gpua_mmseg.models.vfm.VFMWindowTokens` is the one code path).
+            ``None`` (default): ``DEFAULT_VFM_WINDOW`` (``'crop'`` until the toy world can
+            measure ``'whole'``), and ``'crop'`` for ProxyCLIP, whose attention reads the VFM
+            tokens of its own crop (``clip_mode='proxyclip'`` accepts only ``'crop'``; GPUA on
+            it shares that one VFM forward per crop).
+        vfm_max_tokens: memory cap of ``'whole'``: an image whose VFM patch grid has more
+            tokens (default 4096 = 64 x 64 patches, 1024 x 1024 pixels at patch 16) is encoded
+            in windows of at most that many tokens with 1/4 overlap instead.
     """
 
     def __init__(self, clip: dict, clip_mode: str = 'sclip', clip_mode_cfg: Optional[dict] = None,
@@ -145,7 +162,9 @@ class GPUASegmentor(BaseSegmentor):
                  pamr_steps: int = 0, pamr_dilations: Sequence[int] = (8, 16),
                  autocast_dtype: Optional[str] = None, vfm: Optional[dict] = None,
                  decode_head: Optional[dict] = None, test_cfg: Optional[dict] = None,
-                 tta: Optional[dict] = None, data_preprocessor=None, init_cfg=None):
+                 tta: Optional[dict] = None, vfm_window=None,
+                 vfm_max_tokens: int = DEFAULT_VFM_MAX_TOKENS, data_preprocessor=None,
+                 init_cfg=None):
         if data_preprocessor is None:
             data_preprocessor = dict(DEFAULT_PREPROCESSOR)
         if isinstance(data_preprocessor, dict):
@@ -186,6 +205,16 @@ class GPUASegmentor(BaseSegmentor):
         self.pamr_dilations = tuple(pamr_dilations)
         self.autocast_dtype = _AUTOCAST[autocast_dtype]
         self.tta = _check_tta(tta)
+        if vfm_window is None:  # ProxyCLIP's attention needs the crop's own VFM tokens
+            vfm_window = 'crop' if self.clip_encoder.needs_vfm else DEFAULT_VFM_WINDOW
+        self.vfm_window = check_vfm_window(vfm_window)
+        if (isinstance(vfm_max_tokens, bool) or not isinstance(vfm_max_tokens, int)
+                or vfm_max_tokens < 1):
+            raise ValueError(f'vfm_max_tokens must be an int >= 1 (VFM patches per forward, '
+                             f'e.g. 4096), got {vfm_max_tokens!r}')
+        self.vfm_max_tokens = vfm_max_tokens
+        if self.clip_encoder.needs_vfm:
+            self._check_vfm_window()
         self.set_vocabulary(class_names, bg_idx)
         if self.bg_idx is None and self._prob_thd_cfg > 0:
             raise ValueError(
@@ -274,6 +303,31 @@ class GPUASegmentor(BaseSegmentor):
             self.check_alignment()
         return self
 
+    def _check_vfm_window(self) -> None:
+        if self.clip_encoder.needs_vfm and self.vfm_window != 'crop':
+            raise ValueError(f'vfm_window={self.vfm_window!r} with clip_mode={self.clip_mode!r}: '
+                             "ProxyCLIP's attention reads the VFM tokens of each crop; use "
+                             "vfm_window='crop' (GPUA on ProxyCLIP shares that VFM forward)")
+
+    def vfm_needed(self) -> bool:
+        """Whether segmenting runs the VFM: ProxyCLIP's attention, or a head that reads VFM
+        tokens (not a GPUA head at ``fusion_weight=1``)."""
+        head = self.decode_head
+        return bool(self.clip_encoder.needs_vfm
+                    or (head is not None and getattr(head, 'needs_vfm', True)))
+
+    def vfm_window_tokens(self, images01: List[Tensor], vfm_encoder=None) -> VFMWindowTokens:
+        """The VFM tokens of these images' crops under :attr:`vfm_window` (with ``'whole'`` or
+        a dict window, the VFM runs here, once per image / window); see
+        :class:`~gpua_mmseg.models.vfm.VFMWindowTokens`.  ``vfm_encoder`` defaults to the
+        attached one (the fit passes its own)."""
+        self._check_vfm_window()
+        vfm = self.vfm_encoder if vfm_encoder is None else vfm_encoder
+        if vfm is None:
+            raise ValueError('no VFM encoder: attach one (attach_gpua) or pass vfm_encoder')
+        return VFMWindowTokens(vfm, images01, self.vfm_window, self.clip_encoder.patch_size,
+                               self.vfm_max_tokens, self.crop_batch_size)
+
     def _set_vfm(self, vfm_encoder) -> None:
         from .vfm import build_vfm_encoder
         device = self.clip_encoder.mean.device
@@ -348,27 +402,38 @@ class GPUASegmentor(BaseSegmentor):
         module.text_embeddings = None
 
     # ------------------------------------------------------------------ per-crop logits
-    def crop_logits(self, crops01: Tensor) -> Tensor:
+    def crop_logits(self, crops01: Tensor, vfm_tokens: Optional[Tensor] = None) -> Tensor:
         """Query logits ``[n, Q, h, w]`` (cosine, unitless) of crops ``[n, 3, H, W]`` in 0..1.
 
         ``h, w`` is the CLIP patch grid ``H/p, W/p`` (the VFM grid for ProxyCLIP).
+        ``vfm_tokens``: see :meth:`crop_logit_parts`.
         """
-        clip_logits, gpua = self.crop_logit_parts(crops01)
+        clip_logits, gpua = self.crop_logit_parts(crops01, vfm_tokens)
         if gpua is None:
             return clip_logits
         return self.decode_head.mix(clip_logits, gpua)
 
-    def crop_logit_parts(self, crops01: Tensor):
+    def crop_logit_parts(self, crops01: Tensor, vfm_tokens: Optional[Tensor] = None):
         """``(clip_logits, gpua_logits)`` of crops ``[n, 3, H, W]`` in 0..1, each ``[n, Q, h, w]``
         on the CLIP logits' grid; ``gpua_logits`` is ``None`` without a head that needs the VFM
-        (CLIP-only, or λ = 1).  :meth:`crop_logits` mixes them; ``tools/sweep.py`` keeps both."""
+        (CLIP-only, or λ = 1).  :meth:`crop_logits` mixes them; ``tools/sweep.py`` keeps both.
+
+        ``vfm_tokens``: ``[n, hv, wv, dv]`` VFM tokens of these crops
+        (:meth:`VFMWindowTokens.tokens`); ``None``: the VFM encodes the crops here, which is
+        only right for ``vfm_window='crop'`` (use :meth:`slide_crops` for the others).
+        """
         text = self.get_text_embeddings()
         clip = self.clip_encoder
         # λ = 1: the GPUA term has weight 0 and the head needs no VFM tokens
         head_needs_vfm = (self.decode_head is not None
                           and getattr(self.decode_head, 'needs_vfm', True))
-        vfm_tokens = None
-        if clip.needs_vfm or head_needs_vfm:
+        if not (clip.needs_vfm or head_needs_vfm):
+            vfm_tokens = None
+        elif vfm_tokens is None:
+            if self.vfm_window != 'crop':
+                raise ValueError(f'vfm_window={self.vfm_window!r}: the VFM tokens depend on '
+                                 "the crops' positions in the image; go through "
+                                 'GPUASegmentor.slide_crops(images, fn) (fn gets the tokens)')
             # one VFM forward serves both ProxyCLIP's attention and the GPUA logits
             vfm_tokens = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(crops01))
         x = clip.normalize(crops01)
@@ -406,9 +471,25 @@ class GPUASegmentor(BaseSegmentor):
         return out
 
     def _slide(self, images: List[Tensor]) -> List[Tensor]:
+        return self.slide_crops(images, self.crop_logits)
+
+    def slide_crops(self, images: List[Tensor], fn) -> List[Tensor]:
+        """Stitch ``fn(crops01 [n, 3, h, w], vfm_tokens | None) -> [n, C, h', w']`` over the
+        sliding window of each image ``[3, H_i, W_i]`` (0..1) -> ``[C, H_i, W_i]`` each.
+
+        ``vfm_tokens`` are the crops' VFM tokens under :attr:`vfm_window` when the model runs
+        the VFM and the window is not ``'crop'`` (encoded once per image here), else ``None``
+        (``fn`` may then call :meth:`crop_logit_parts` without them).
+        """
+        kw = dict(crop=self.slide_crop, stride=self.slide_stride,
+                  crop_batch_size=self.crop_batch_size,
+                  size_divisor=self.clip_encoder.patch_size)
         with self._autocast(images[0].device):
-            return slide_logits(images, self.crop_logits, self.slide_crop, self.slide_stride,
-                                self.crop_batch_size, size_divisor=self.clip_encoder.patch_size)
+            if self.vfm_window == 'crop' or not self.vfm_needed():
+                return slide_logits(images, lambda crops: fn(crops, None), **kw)
+            source = self.vfm_window_tokens(images)
+            return slide_logits(images, lambda crops, chunk: fn(crops, source.tokens(crops, chunk)),
+                                with_crops=True, **kw)
 
     # ------------------------------------------------------------------ MMSeg API
     def extract_feat(self, inputs: Tensor) -> Tensor:

@@ -178,7 +178,7 @@ def slide_logits(images: Union[Tensor, Sequence[Tensor]], encode_fn: EncodeFn,
                  crop: Union[int, Sequence[int], None] = 224,
                  stride: Union[int, Sequence[int], None] = 112,
                  crop_batch_size: int = 32, size_divisor: int = 1,
-                 accum_dtype: torch.dtype = None) -> List[Tensor]:
+                 accum_dtype: torch.dtype = None, with_crops: bool = False) -> List[Tensor]:
     """Sliding-window logits for a batch of (possibly differently sized) images.
 
     Args:
@@ -193,6 +193,9 @@ def slide_logits(images: Union[Tensor, Sequence[Tensor]], encode_fn: EncodeFn,
         size_divisor: crops are zero-padded symmetrically to multiples of this (the patch
             size); the padding is removed from the upsampled logits.
         accum_dtype: canvas dtype; default promotes the logits dtype with the image dtype.
+        with_crops: call ``encode_fn(crops, crop_list)`` with the batch's :class:`Crop` list
+            (image index, box, padding), for encoders that need the crops' positions (a VFM
+            window of its own, :class:`~gpua_mmseg.models.vfm.VFMWindowTokens`).
 
     Returns:
         list of ``[Q, H_i, W_i]`` averaged logits, one per image, on the images' device.
@@ -200,7 +203,7 @@ def slide_logits(images: Union[Tensor, Sequence[Tensor]], encode_fn: EncodeFn,
     imgs = _as_image_list(images)
     canvases: List[Tensor] = [None] * len(imgs)  # allocated once Q and dtype are known
     for batch, chunk in iter_crop_batches(imgs, crop, stride, crop_batch_size, size_divisor):
-        logits = encode_fn(batch)
+        logits = encode_fn(batch, chunk) if with_crops else encode_fn(batch)
         if logits.dim() != 4 or logits.shape[0] != len(chunk):
             raise ValueError(f'encode_fn must return [n={len(chunk)}, Q, h, w] logits, '
                              f'got shape {tuple(logits.shape)}')

@@ -13,15 +13,18 @@ how its input is normalised and how the patch tokens are cut out of ``forward_fe
   DINO). CLIP statistics would shift every DINO feature (a bug of the GPUA reference code).
 """
 import hashlib
+import math
 import os
 from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .sliding import resize_to_patch_multiple
 
-__all__ = ['VFMEncoder', 'build_vfm_encoder']
+__all__ = ['VFMEncoder', 'build_vfm_encoder', 'VFMWindowTokens', 'check_vfm_window',
+           'vfm_windows_of', 'DEFAULT_VFM_MAX_TOKENS']
 
 _CFG_KEYS = ('name', 'pretrained', 'model_kwargs')
 
@@ -242,3 +245,172 @@ def build_vfm_encoder(cfg: Union[Dict[str, Any], VFMEncoder]) -> VFMEncoder:
         raise ValueError("vfm config needs a timm model 'name', e.g. "
                          "dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=True)")
     return VFMEncoder(cfg['name'], cfg.get('pretrained', True), cfg.get('model_kwargs'))
+
+
+# ---------------------------------------------------------------------------- VFM window
+DEFAULT_VFM_MAX_TOKENS = 4096
+"""Largest VFM patch grid (tokens) encoded in one forward under ``vfm_window='whole'``: 64 x 64
+patches, i.e. 1024 x 1024 pixels for a patch-16 DINOv3.  A larger image is encoded in windows of
+at most this many tokens instead (:func:`vfm_windows_of`), so memory stays bounded whatever the
+image size (attention memory grows with the square of the tokens on back-ends without a fused
+kernel)."""
+
+
+def check_vfm_window(value) -> Union[str, Dict[str, Any]]:
+    """Normalise a ``vfm_window`` setting.
+
+    Args:
+        value: ``'crop'`` (the VFM encodes each CLIP crop: the published behaviour),
+            ``'whole'`` (one forward per image, capped, see :data:`DEFAULT_VFM_MAX_TOKENS`) or
+            ``dict(crop_size=int | (h, w), stride=int | (h, w))`` (VFM windows of their own, in
+            pixels, stride <= crop_size).
+
+    Returns:
+        ``'crop'``, ``'whole'`` or ``dict(crop_size=(h, w), stride=(h, w))``.
+    """
+    from .sliding import _pair
+    if isinstance(value, str) and value in ('crop', 'whole'):
+        return value
+    hint = ("vfm_window must be 'crop', 'whole' or dict(crop_size=448, stride=336) (pixels), "
+            f'got {value!r}')
+    if not isinstance(value, dict) or set(value) != {'crop_size', 'stride'}:
+        raise ValueError(hint)
+    try:
+        crop, stride = _pair('crop_size', value['crop_size']), _pair('stride', value['stride'])
+    except ValueError as err:
+        raise ValueError(f'{hint} ({err})') from None
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise ValueError(f'{hint}: stride {stride} larger than crop_size {crop} would leave gaps')
+    return dict(crop_size=crop, stride=stride)
+
+
+def vfm_windows_of(height: int, width: int, window, patch_size: int,
+                   max_tokens: int = DEFAULT_VFM_MAX_TOKENS):
+    """VFM windows ``[(y1, y2, x1, x2), ...]`` (half-open pixels) covering an image.
+
+    ``'whole'``: the image itself when its patch grid has at most ``max_tokens`` tokens, else
+    square windows of ``floor(sqrt(max_tokens))`` patches with a stride of 3/4 of that (the memory
+    cap).  A dict window: :func:`~gpua_mmseg.models.sliding.crop_boxes` of its crop / stride.
+    """
+    from .sliding import crop_boxes
+    if window == 'whole':
+        gh, gw = max(1, round(height / patch_size)), max(1, round(width / patch_size))
+        if gh * gw <= max_tokens:
+            return [(0, height, 0, width)]
+        side = max(1, int(math.isqrt(int(max_tokens)))) * patch_size
+        return crop_boxes(height, width, side, max(1, side * 3 // 4))
+    return crop_boxes(height, width, window['crop_size'], window['stride'])
+
+
+class VFMWindowTokens:
+    """VFM patch tokens of CLIP crops under a ``vfm_window`` setting.
+
+    The one code path of inference (:class:`~gpua_mmseg.models.GPUASegmentor`) and of the fit's
+    feature extraction (:func:`gpua_mmseg.fitting.extract.extract_image_features`).
+
+    * ``'crop'``: :meth:`tokens` encodes the crops themselves,
+      ``vfm.patch_features(vfm.normalize(crops))`` -> ``[n, hv, wv, dv]`` on the crop's VFM grid
+      (bit for bit the behaviour before ``vfm_window`` existed).
+    * ``'whole'`` / dict: at construction, every image is encoded once per VFM window
+      (:func:`vfm_windows_of`; windows of equal shape, of all images, batched ``batch_size`` at
+      a time).
+      :meth:`tokens` then samples that field at the centre of every CLIP patch of each crop
+      (bilinear, ``align_corners=False``, in image pixel coordinates: a window's token ``(a, b)``
+      sits at the centre of its ``1/hv x 1/wv`` cell of the window), averaging the windows that
+      contain the centre, and returns ``[n, H/p, W/p, dv]`` on the crop's CLIP grid (``p`` =
+      ``clip_patch``).  Centres outside a window's token centres take the nearest border token
+      (``padding_mode='border'``); centres in a crop's zero padding (images smaller than the crop)
+      take the image border's tokens, not tokens of black pixels.
+
+    Args:
+        vfm_encoder: a :class:`VFMEncoder` (or any module with ``normalize`` / ``patch_features``
+            / ``patch_size``).
+        images01: list of ``[3, H_i, W_i]`` images in 0..1, indexed as the crops' ``image``.
+        window: a :func:`check_vfm_window` value.
+        clip_patch: the CLIP patch size in pixels (crops are multiples of it).
+        max_tokens: the ``'whole'`` memory cap.
+        batch_size: VFM windows per forward.
+
+    Attributes:
+        forwards: number of VFM forward calls made so far (``patch_features`` calls).
+    """
+
+    def __init__(self, vfm_encoder, images01, window, clip_patch: int,
+                 max_tokens: int = DEFAULT_VFM_MAX_TOKENS, batch_size: int = 32):
+        from .sliding import iter_crop_batches
+        self.vfm = vfm_encoder
+        self.window = check_vfm_window(window)
+        self.clip_patch = int(clip_patch)
+        self.forwards = 0
+        self.fields = None
+        if self.window == 'crop':
+            return
+        images01 = list(images01)
+        # per image: [(box, tokens [dv, hv, wv]), ...]
+        self.fields = [[] for _ in images01]
+        p = int(vfm_encoder.patch_size)
+        owners, crops = [], []   # windows of all images: equal shapes share a forward
+        for i, img in enumerate(images01):
+            for box in vfm_windows_of(img.shape[-2], img.shape[-1], self.window, p, max_tokens):
+                y1, y2, x1, x2 = box
+                owners.append((i, box))
+                crops.append(img[:, y1:y2, x1:x2])
+        # iter_crop_batches groups equal shapes (size_divisor 1: no padding)
+        for batch, chunk in iter_crop_batches(crops, 0, None, batch_size, 1):
+            feats = vfm_encoder.patch_features(vfm_encoder.normalize(batch))
+            self.forwards += 1
+            for j, c in enumerate(chunk):
+                i, box = owners[c.image]
+                self.fields[i].append((box, feats[j].permute(2, 0, 1)))
+
+    def tokens(self, crops01, crops) -> torch.Tensor:
+        """VFM tokens of one crop batch.
+
+        Args:
+            crops01: ``[n, 3, H, W]`` crops in 0..1 as :func:`iter_crop_batches` yields them.
+            crops: its ``Crop`` list (image index, box, padding), same order.
+
+        Returns:
+            ``[n, hv, wv, dv]`` (``'crop'``: the crop's VFM grid) or ``[n, H/p, W/p, dv]``
+            (otherwise: the CLIP grid), in the VFM's output dtype.
+        """
+        if self.fields is None:
+            self.forwards += 1
+            return self.vfm.patch_features(self.vfm.normalize(crops01))
+        p = self.clip_patch
+        ph, pw = crops01.shape[-2:]
+        h, w = ph // p, pw // p
+        out = []
+        for c in crops:
+            y1, _, x1, _ = c.box
+            left, _, top, _ = c.pad
+            dev = self.fields[c.image][0][1].device
+            ys = y1 - top + (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * p
+            xs = x1 - left + (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * p
+            out.append(self._sample(self.fields[c.image], ys, xs))
+        return torch.stack(out, 0)
+
+    @staticmethod
+    def _sample(field, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """Average over the windows of ``field`` containing each point of the grid ``ys x xs``
+        (pixel coordinates) of their bilinear samples -> ``[len(ys), len(xs), dv]``."""
+        img_h = max(b[1] for b, _ in field)
+        img_w = max(b[3] for b, _ in field)
+        # containment on coordinates clamped into the image (padding centres lie outside it)
+        yc = ys.clamp(0.0, img_h - 0.5)
+        xc = xs.clamp(0.0, img_w - 0.5)
+        total, count = None, None
+        for (y1, y2, x1, x2), tok in field:
+            inside = (((yc >= y1) & (yc < y2))[:, None] & ((xc >= x1) & (xc < x2))[None, :])
+            if len(field) > 1 and not bool(inside.any()):
+                continue
+            gy = 2.0 * (ys - y1) / (y2 - y1) - 1.0
+            gx = 2.0 * (xs - x1) / (x2 - x1) - 1.0
+            # grid_sample's last axis is (x, y)
+            grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1)[None]
+            s = F.grid_sample(tok[None].float(), grid, mode='bilinear', padding_mode='border',
+                              align_corners=False)[0]                      # [dv, h, w]
+            m = inside.to(s.dtype)
+            total = s * m if total is None else total + s * m
+            count = m if count is None else count + m
+        return (total / count.clamp_min(1.0)).permute(1, 2, 0).to(field[0][1].dtype)
