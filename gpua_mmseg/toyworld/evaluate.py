@@ -69,7 +69,8 @@ def run_fit(config: str, data_root: str, out: str, options: Sequence[str] = (),
     if fit_options:
         args += ['--fit-options', *fit_options]
     if labeled:
-        args[1:1] = ['--labeled', str(labeled)]
+        # The "test" split of the fit run is ``split`` (fit.txt), never the evaluated val split.
+        args[1:1] = ['--labeled', str(labeled), '--labeled-split', 'test', '--allow-test-labels']
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = _tool('fit_alignment.py').main(args)
