@@ -154,8 +154,10 @@ def test_ranks_fill_disjoint_shards_then_rank0_fits(toy, tmp_path):
 def test_sotalign_pairs_from_labelled_images(toy, tmp_path):
     cfg = load_cfg(toy)
     out = str(tmp_path / 'sot.safetensors')
+    # the toy dataset has only the evaluated split: labels from it need the explicit opt-in
     opts = FitOptions(method='sotalign', labeled=2, out=out, cache_dir=str(tmp_path / 'c'),
-                      fit_cfg=dict(steps=5, otp_iters=2, teacher='procrustes'), progress=False)
+                      fit_cfg=dict(steps=5, otp_iters=2, teacher='procrustes'), progress=False,
+                      labeled_split='test', allow_test_labels=True)
     run_fit(cfg, opts)
     amap = AlignmentMap.load(out)
     assert amap.meta['method'] == 'sotalign' and amap.meta['n_labeled_images'] == 2
@@ -164,6 +166,7 @@ def test_sotalign_pairs_from_labelled_images(toy, tmp_path):
     assert amap.orthogonality_error() < 1e-5
     assert osp.isfile(str(tmp_path / 'sot_diagnostics.png'))
     assert set(amap.meta['diagnostics']) == {'before', 'after', 'agreement'}
+    assert any('evaluated (test) split' in w for w in amap.meta.get('warnings', [])), amap.meta.get('warnings')
 
 
 def test_bad_input_is_a_clear_error_without_artifact(toy, tmp_path):
