@@ -23,13 +23,18 @@ test: venv
 # The main job: segment scikit-image's sample photos with GPUA + SC-CLIP, fitting the GPUA map
 # on them first.  Real weights by name (internet), local files (GPUA_MMSEG_CACHE, see
 # docs/USAGE.md), or WEIGHTS=random for an offline pipeline check with meaningless pictures.
+# WEIGHTS=toy segments generated toy-world scenes with the shipped toy CLIP + VFM (offline).
 # Options: IMAGES=path CLASSES="cat; sofa; background" CONFIG=scclip OUT=dir DEMO_ARGS=...
 CONFIG ?= gpua_scclip
 OUT ?= outputs/demo
 demo: venv
+ifeq ($(WEIGHTS),toy)
+	$(PYBIN) tools/toyworld_demo.py --out $(OUT) --method $(if $(findstring gpua,$(CONFIG)),gpua_sclip,sclip)
+else
 	$(PYBIN) tools/demo.py $(if $(IMAGES),$(IMAGES),--samples) $(if $(CLASSES),--classes "$(CLASSES)") \
 		--config $(CONFIG) --out $(OUT) $(if $(findstring gpua,$(CONFIG)),--fit) \
 		$(if $(WEIGHTS),--weights $(WEIGHTS)) $(DEMO_ARGS)
+endif
 
 demo-align: venv
 	$(PYBIN) tools/demo_alignment.py --out outputs/demo_alignment
