@@ -70,8 +70,8 @@ def gpua_config_from_options(options: Optional[Dict[str, Any]], cls=None):
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f'unknown --fit-options {unknown} for {cls.__name__}; its fields are '
-                         f'{sorted(known)}')
+        raise ValueError(f'unknown {cls.__name__} fields {unknown} in --fit-options; the '
+                         f'fields are {sorted(known)}')
     try:
         cfg = cls(**options)
         cfg.validate()

@@ -167,6 +167,25 @@ def _progress(n: int, enabled: bool):
     return ProgressBar(n)
 
 
+def _check_image_files(dataset, n_images: int) -> None:
+    """Missing or empty (0-byte) image files of the first ``n_images`` items are named before
+    any model is built (one ``stat`` each); undecodable ones are named when read
+    (:func:`_dataset_item`)."""
+    for i in range(n_images):
+        try:
+            path = dataset.get_data_info(i).get('img_path')
+        except Exception:  # noqa: BLE001  (a dataset without paths: checked when read)
+            return
+        if not isinstance(path, str):
+            return
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'dataset image {path!r} (item {i}) does not exist; restore '
+                                    'it or remove its entry from the split file')
+        if osp.getsize(path) == 0:
+            raise ValueError(f'cannot read dataset image {path!r} (item {i}): it is empty '
+                             '(0 bytes); replace or remove it (and its entry in the split file)')
+
+
 def _dataset_item(dataset, i: int):
     """``dataset[i]``; an image the loader cannot read (empty, truncated, not an image) is a
     ValueError naming the file and the fix, not a traceback from deep inside the pipeline."""
@@ -294,6 +313,7 @@ def run_fit(cfg, opts: FitOptions) -> Optional[str]:
     n_images = len(dataset) if opts.max_images is None else min(len(dataset), opts.max_images)
     if with_labels and opts.labeled > n_images:
         raise ValueError(f'--labeled {opts.labeled} exceeds the {n_images} images used')
+    _check_image_files(dataset, n_images)
     seg, vfm = build_fit_models(cfg, opts.device, opts.seed)
     fingerprint = dict(
         clip=_plain(cfg.model.get('clip')), clip_mode=cfg.model.get('clip_mode'),
