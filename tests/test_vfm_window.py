@@ -72,7 +72,8 @@ class PositionVFM(VFMEncoder):
 
     def __init__(self, patch_size=8):
         nn.Module.__init__(self)
-        self.name, self.patch_size, self.embed_dim, self.checkpoint = 'position', patch_size, 3, None
+        self.name, self.patch_size, self.embed_dim = 'position', patch_size, 3
+        self.checkpoint = None
         self.model = nn.Identity()  # VFMEncoder.train() keeps it in eval mode
         self.calls, self.rows, self.tokens_per_forward = 0, 0, []
 

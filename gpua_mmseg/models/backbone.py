@@ -17,7 +17,8 @@ MMSeg then does the sliding window, stitching, resizing and argmax; the label ma
 :class:`~gpua_mmseg.models.GPUASegmentor`'s on the same weights when every class has one text
 query and no thresholds / PAMR are configured (those are GPUASegmentor features: MMSeg's
 ``EncoderDecoder`` post-processing is a plain argmax).  GPUASegmentor stays the fast path: it
-batches the crops of all images through the encoders.
+batches the crops of all images through the encoders, and only it has ``vfm_window='whole'``
+(here MMSeg hands the backbone one crop at a time, so the VFM always sees the crop: ``'crop'``).
 """
 from typing import Optional, Sequence, Tuple, Union
 
