@@ -8,6 +8,8 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(ROOT, 'tools')
 SCLIP_CONFIG = 'configs/sclip/sclip_vitb16_voc21.py'
+# longer than the tiny CLIP's text context (item 4: truncation must be warned about)
+LONG_NAME = 'a ' + ' '.join(['very'] * 20) + ' long class name'
 
 
 def tiny_clip_options():

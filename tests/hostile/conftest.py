@@ -29,10 +29,9 @@ import os  # noqa: E402
 import time  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
-from _hostile import (DEMO, FIT, GPUA_CONFIG, dead_pid, finish, save_tiny_clip_weights,  # noqa: E402
-                      start, start_patched, tiny_demo_config)
+from _hostile import (DEMO, FIT, GPUA_CONFIG, LONG_NAME, dead_pid, finish,  # noqa: E402
+                      save_tiny_clip_weights, start, start_patched, tiny_demo_config)
 
-LONG_NAME = 'a ' + ' '.join(['very'] * 20) + ' long class name'
 TEXT_CACHE_FULL = ('import safetensors, safetensors.torch\n'
                    'def _full(*a, **k):\n'
                    '    raise safetensors.SafetensorError("No space left on device (os error 28)")\n'

@@ -26,7 +26,7 @@ def test_same_stem_outputs_do_not_overwrite(demo_runs):
 
 def test_class_name_longer_than_context_warned(demo_runs):
     b = demo_runs['batch']
-    from conftest import LONG_NAME
+    from _hostile import LONG_NAME
     lines = [ln for ln in b.err.splitlines() if 'text context' in ln and LONG_NAME in ln]
     assert lines and 'shorten' in lines[0], b.err[-3000:]
     assert "'cat'" not in lines[0]  # only the long name is reported
