@@ -11,8 +11,6 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])

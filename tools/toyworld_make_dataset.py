@@ -8,10 +8,7 @@ toy encoders; evaluate on other seeds.  Exit status 2 on bad arguments (nothing 
 See gpua_mmseg/toyworld/dataset.py for the layout.
 """
 import argparse
-import os.path as osp
 import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_splits(items):

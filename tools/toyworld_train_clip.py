@@ -4,12 +4,9 @@ Usage: python tools/toyworld_train_clip.py [--out gpua_mmseg/data/toyworld/toy_c
        [--steps N --batch B --lr LR --seed S ...]
 Defaults reproduce the shipped weights bit for bit (same torch build, CPU).
 """
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-
-from toyworld_train import main  # noqa: E402
+from gpua_mmseg.toyworld.cli import main
 
 if __name__ == '__main__':
     sys.exit(main('clip'))

@@ -1,12 +1,10 @@
-"""Shared CLI of tools/toyworld_train_clip.py and tools/toyworld_train_vfm.py (not a tool itself)."""
+"""Shared CLI of tools/toyworld_train_clip.py and tools/toyworld_train_vfm.py."""
 import argparse
 import os
 import os.path as osp
 import shlex
 import sys
 import time
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def main(kind, argv=None):
