@@ -214,6 +214,26 @@ def _random_artifact(path: str, dv: int, dc: int, meta: Dict, seed: int) -> str:
     return path
 
 
+def _random_vfm_and_map(args, base: 'CLIPEncoder', seed: int):
+    """A random DINOv3 ViT-B/16 (tiny with ``--tiny``) and a random orthogonal map for it and
+    ``base``'s CLIP space, recording the vocabulary: ``(vfm_encoder, artifact_path)``."""
+    import os.path as osp
+    import tempfile
+
+    from gpua_mmseg.models.vfm import build_vfm_encoder
+    from gpua_mmseg.vocabulary import Vocabulary
+    torch.manual_seed(seed)
+    kw = dict(model_kwargs=dict(embed_dim=64, depth=3, num_heads=4, img_size=64)) \
+        if args.tiny else {}
+    vfm = build_vfm_encoder(dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=False, **kw))
+    vocab = Vocabulary.parse(args.class_names)
+    path = _random_artifact(osp.join(tempfile.mkdtemp(prefix='gpua_bench_'), 'map.safetensors'),
+                            vfm.embed_dim, base.embed_dim,
+                            dict(vfm=vfm.name, vlm=base.info.get('name'),
+                                 vocabulary=vocab.classes, vocab_hash=vocab.hash), args.seed)
+    return vfm, path
+
+
 def gpua_cases(args, shared) -> List[Case]:
     """SCLIP baseline vs SCLIP + GPUA (DINOv3 ViT-B/16 tokens, random orthogonal map, λ = 0.9).
 
@@ -223,28 +243,15 @@ def gpua_cases(args, shared) -> List[Case]:
     normalisation and logits against the text embeddings).  Targets: fused / baseline <= 2.1x,
     map share < 2 %.
     """
-    import os.path as osp
-    import tempfile
 
-    from gpua_mmseg.models.vfm import build_vfm_encoder
     base: CLIPEncoder = shared['base']
-    torch.manual_seed(args.seed + 2)
-    kw = dict(model_kwargs=dict(embed_dim=64, depth=3, num_heads=4, img_size=64)) \
-        if args.tiny else {}
-    vfm = build_vfm_encoder(dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=False, **kw))
+    vfm, path = _random_vfm_and_map(args, base, args.seed + 2)
     segs = {}
     for name in ('sclip', 'sclip+gpua'):
         enc = CLIPEncoder(base.model, mode='sclip', mean=base.mean.tolist(),
                           std=base.std.tolist(), info=base.info)
         extra = {}
         if name != 'sclip':
-            from gpua_mmseg.vocabulary import Vocabulary
-            vocab = Vocabulary.parse(args.class_names)
-            path = _random_artifact(
-                osp.join(tempfile.mkdtemp(prefix='gpua_bench_'), 'map.safetensors'),
-                vfm.embed_dim, base.embed_dim,
-                dict(vfm=vfm.name, vlm=base.info.get('name'), vocabulary=vocab.classes,
-                     vocab_hash=vocab.hash), args.seed)
             extra = dict(vfm=vfm, decode_head=dict(type='GPUAHead', alignment_path=path,
                                                    fusion_weight=0.9))
         seg = GPUASegmentor(clip=enc, clip_mode='sclip', class_names=args.class_names,
@@ -305,21 +312,9 @@ def proxyclip_cases(args, shared) -> List[Case]:
     so GPUA's extra cost over ProxyCLIP is the map alone.  Timed side by side, image by image
     alternately, as ``gpua_cases``.  Target: cost over ProxyCLIP < 3 %.
     """
-    import os.path as osp
-    import tempfile
 
-    from gpua_mmseg.models.vfm import build_vfm_encoder
-    from gpua_mmseg.vocabulary import Vocabulary
     base: CLIPEncoder = shared['base']
-    torch.manual_seed(args.seed + 4)
-    kw = dict(model_kwargs=dict(embed_dim=64, depth=3, num_heads=4, img_size=64)) \
-        if args.tiny else {}
-    vfm = build_vfm_encoder(dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=False, **kw))
-    vocab = Vocabulary.parse(args.class_names)
-    path = _random_artifact(osp.join(tempfile.mkdtemp(prefix='gpua_bench_'), 'map.safetensors'),
-                            vfm.embed_dim, base.embed_dim,
-                            dict(vfm=vfm.name, vlm=base.info.get('name'),
-                                 vocabulary=vocab.classes, vocab_hash=vocab.hash), args.seed)
+    vfm, path = _random_vfm_and_map(args, base, args.seed + 4)
     segs = {}
     for name in ('proxyclip', 'proxyclip+gpua'):
         enc = CLIPEncoder(base.model, mode='proxyclip', mean=base.mean.tolist(),
@@ -412,11 +407,7 @@ def _accepts(kwarg: str) -> bool:
 def side_by_side_rows(args, shared) -> List[tuple]:
     """``(name, segmentor, crop_batch_size, reference row name or None)`` for the issue-13
     table; the reference is the row whose scores this one must equal (same computation)."""
-    import os.path as osp
-    import tempfile
 
-    from gpua_mmseg.models.vfm import build_vfm_encoder
-    from gpua_mmseg.vocabulary import Vocabulary
     base: CLIPEncoder = shared['base']
     bs = args.crop_batch_size
     auto = None if args.autocast == 'none' else args.autocast
@@ -430,15 +421,7 @@ def side_by_side_rows(args, shared) -> List[tuple]:
                              slide_stride=args.stride, crop_batch_size=bs,
                              autocast_dtype=auto, **kw).to(args.device).eval()
 
-    torch.manual_seed(args.seed + 2)
-    kw = dict(model_kwargs=dict(embed_dim=64, depth=3, num_heads=4, img_size=64)) \
-        if args.tiny else {}
-    vfm = build_vfm_encoder(dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=False, **kw))
-    vocab = Vocabulary.parse(args.class_names)
-    path = _random_artifact(osp.join(tempfile.mkdtemp(prefix='gpua_bench_'), 'map.safetensors'),
-                            vfm.embed_dim, base.embed_dim,
-                            dict(vfm=vfm.name, vlm=base.info.get('name'),
-                                 vocabulary=vocab.classes, vocab_hash=vocab.hash), args.seed)
+    vfm, path = _random_vfm_and_map(args, base, args.seed + 2)
     head = dict(type='GPUAHead', alignment_path=path, fusion_weight=0.9)
     sclip = seg('sclip')
     rows = [('SCLIP, crop by crop (public reference style)', sclip, 1, 'SCLIP, batched'),
