@@ -119,11 +119,15 @@ def build_fit_models(cfg, device: Optional[str] = None, seed: int = 0):
     if not vfm_cfg:
         raise ValueError('the config has no model.vfm: GPUA fitting pairs CLIP with a VFM; use a '
                          'config from configs/gpua/ or add model.vfm=dict(name=..., pretrained=...)')
-    model_cfg['vfm'] = None
+    from ..models.clip import mode_needs_vfm
+    # ProxyCLIP's attention reads the VFM tokens: its segmentor keeps the VFM, and the fit uses
+    # that very encoder (one model, one forward per crop for both CLIP and the GPUA rows)
+    keep_vfm = mode_needs_vfm(model_cfg.get('clip_mode', 'sclip'))
+    model_cfg['vfm'] = vfm_cfg if keep_vfm else None
     model_cfg['decode_head'] = None
     torch.manual_seed(seed)
     seg = MODELS.build(model_cfg)
-    vfm = build_vfm_encoder(vfm_cfg)
+    vfm = seg.vfm_encoder if keep_vfm else build_vfm_encoder(vfm_cfg)
     dev = torch.device(device) if device else torch.device('cpu')
     return seg.to(dev).eval(), vfm.to(dev).eval()
 
