@@ -82,3 +82,54 @@ def test_sweep_bad_input(setup, tmp_path, capsys):
                  str(tmp_path / 's'), '--cfg-options'] + clip_opts) == 2
     assert 'CLIP-only' in capsys.readouterr().err
     assert not osp.exists(tmp_path / 's.csv')
+
+
+def _plain_miou(tmp, opts, name, extra):
+    r = subprocess.run([sys.executable, 'tools/test.py', CONFIG, '--work-dir', str(tmp / name),
+                        '--cfg-options'] + opts + extra, cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return float(re.search(r'^metrics: .*\bmIoU=([0-9.]+)', r.stdout, re.M).group(1))
+
+
+def _sweep_rows(main, stem, lambdas, opts):
+    assert main([CONFIG, '--fusion-weight', *lambdas, '--out', stem,
+                 '--cfg-options'] + opts) == 0
+    with open(stem + '.csv') as f:
+        return {(float(r['fusion_weight']), float(r['prob_thd'])): float(r['mIoU'])
+                for r in csv.DictReader(f)}
+
+
+def test_sweep_whole_vfm_window_equals_plain_run(setup, capsys, monkeypatch):
+    """vfm_window='whole' goes through inference's VFMWindowTokens; at the config's λ (0.9)
+    the sweep's mIoU is the plain tools/test.py run's."""
+    tmp, opts = setup
+    whole = opts + ['model.vfm_window=whole']
+    main = runpy.run_path(osp.join(ROOT, 'tools/sweep.py'))['main']
+    rows = _sweep_rows(main, str(tmp / 'whole' / 'sw'), ['0', '0.9', '1'], whole)
+    out = capsys.readouterr().out
+    assert re.search(r'encode once [0-9.]+ s, [0-9.]+ s per setting', out), out
+    thd = {t for _, t in rows}.pop()
+    assert abs(rows[(0.9, thd)] - _plain_miou(tmp, whole, 'whole09', [])) < 0.006
+    # the sweep's VFM saw whole images: one VFMWindowTokens field per image, one window each
+    import gpua_mmseg.models.segmentor as segmentor
+    seen = []
+
+    class Spy(segmentor.VFMWindowTokens):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            seen.append((self.window, [len(f) for f in self.fields]))
+
+    monkeypatch.setattr(segmentor, 'VFMWindowTokens', Spy)
+    _sweep_rows(main, str(tmp / 'whole2' / 'sw'), ['0'], whole)
+    assert seen and all(w == 'whole' and n == [1] for w, n in seen), seen
+
+
+def test_sweep_gpua_logits_whatever_the_config_lambda(setup):
+    """A config at λ = 1 (its head skips the VFM) still sweeps λ < 1 from the real GPUA logits."""
+    tmp, opts = setup
+    main = runpy.run_path(osp.join(ROOT, 'tools/sweep.py'))['main']
+    ref = _sweep_rows(main, str(tmp / 'l09' / 'sw'), ['0', '0.5'], opts)
+    at1 = _sweep_rows(main, str(tmp / 'l1' / 'sw'), ['0', '0.5'],
+                      opts + ['model.decode_head.fusion_weight=1.0'])
+    assert at1 == ref

@@ -92,10 +92,13 @@ def sweep(cfg, model, loader, lambdas, thds, max_images=None):
     meta = loader.dataset.metainfo
     metrics = {(lam, t): _metric(cfg, meta) for lam in lambdas for t in thds}
 
-    def parts(crops01):  # [n, 2Q, h, w]: CLIP logits, then GPUA logits (zeros if CLIP-only)
-        c, g = model.crop_logit_parts(crops01)
+    def parts(crops01, vfm_tokens):  # [n, 2Q, h, w]: CLIP logits, then GPUA logits
+        c, g = model.crop_logit_parts(crops01, vfm_tokens)
         return torch.cat([c, torch.zeros_like(c) if g is None else g], 1)
 
+    # the GPUA logits are needed for every λ < 1, whatever the config's own λ (at λ = 1 the
+    # head skips the VFM): encode with the head at λ = 0, and mix per setting below
+    lam_cfg = None if head is None else head.fusion_weight
     t_encode = t_post = 0.0
     n = 0
     with torch.no_grad():
@@ -105,11 +108,14 @@ def sweep(cfg, model, loader, lambdas, thds, max_images=None):
             samples = data['data_samples']
             metas = [s.metainfo for s in samples]
             images = model._valid_images(data['inputs'], metas)
-            with model._autocast(images[0].device):
-                from gpua_mmseg.models.sliding import slide_logits
-                both = slide_logits(images, parts, model.slide_crop, model.slide_stride,
-                                    model.crop_batch_size,
-                                    size_divisor=model.clip_encoder.patch_size)
+            if head is not None and min(lambdas) < 1.0:
+                head.fusion_weight = 0.0
+            try:
+                # inference's own sliding window and VFM window (VFMWindowTokens): one code path
+                both = model.slide_crops(images, parts)
+            finally:
+                if head is not None:
+                    head.fusion_weight = lam_cfg
             t1 = time.perf_counter()
             t_encode += t1 - t0
             for img, lg, meta_i, sample in zip(images, both, metas, samples):
@@ -123,7 +129,7 @@ def sweep(cfg, model, loader, lambdas, thds, max_images=None):
                 c, g = lg[:q], lg[q:]
                 gt = sample.gt_sem_seg.data
                 for lam in lambdas:
-                    fused = c if lam == 1.0 else (g if lam == 0.0 else torch.lerp(g, c, lam))
+                    fused = c if head is None else head.mix(c, g, lam)  # the plain run's formula
                     scores = model.class_scores(img, fused, meta_i) if full else None
                     for t in thds:
                         if full:
@@ -147,6 +153,18 @@ def sweep(cfg, model, loader, lambdas, thds, max_images=None):
     plain = t_encode + t_post / settings
     return rows, dict(images=n, settings=settings, encode_s=t_encode, post_s=t_post,
                       sweep_s=t_encode + t_post, plain_run_s=plain)
+
+
+def format_timing(timing) -> str:
+    """One line: the encoding (once), the evaluation per setting, and a plain run's estimate."""
+    per = timing['post_s'] / max(timing['settings'], 1)
+    return (f'timing: {timing["settings"]} settings on {timing["images"]} images in '
+            f'{timing["sweep_s"]:.2f} s (encode once {timing["encode_s"]:.2f} s, '
+            f'{per:.3f} s per setting); one plain run ~ {timing["plain_run_s"]:.2f} s of the '
+            f'same work, {timing["settings"]} plain runs ~ '
+            f'{timing["plain_run_s"] * timing["settings"]:.2f} s (sweep = '
+            f'{timing["sweep_s"] / max(timing["plain_run_s"], 1e-9):.2f} plain runs; without '
+            'start-up, which a plain run pays again)')
 
 
 def write_outputs(stem, rows, lambdas, thds, config):
@@ -204,12 +222,7 @@ def main(argv=None):
     best = max(rows, key=lambda r: r['mIoU'])
     print(f'best: fusion_weight={best["fusion_weight"]:g} prob_thd={best["prob_thd"]:g} '
           f'mIoU={best["mIoU"]:.2f}')
-    print(f'timing: {timing["settings"]} settings on {timing["images"]} images in '
-          f'{timing["sweep_s"]:.1f} s (encoding {timing["encode_s"]:.1f} s once, '
-          f'post-processing {timing["post_s"]:.1f} s); one plain run ~ '
-          f'{timing["plain_run_s"]:.1f} s, {timing["settings"]} plain runs ~ '
-          f'{timing["plain_run_s"] * timing["settings"]:.1f} s '
-          f'(sweep = {timing["sweep_s"] / max(timing["plain_run_s"], 1e-9):.2f} plain runs)')
+    print(format_timing(timing))
     print(f'wrote {stem}.md {stem}.csv {stem}.png')
     return EXIT_OK
 
