@@ -15,6 +15,21 @@ def l2n(x: Tensor, dim: int = -1) -> Tensor:
     return F.normalize(x, dim=dim, eps=1e-12)
 
 
+def flush_subnormal_(x: Tensor) -> Tensor:
+    """Set the subnormal entries of a non-negative ``x`` (|x| < the dtype's smallest normal) to
+    0, in place, and return ``x``.
+
+    Why: the softmax / OT plans of the fit (eps = 0.05, temperature 100) leave a few per cent
+    of their entries subnormal, and a CPU GEMM that reads subnormals runs ~50x slower (measured:
+    ``v^T P`` on an 8192 x 171 plan, 0.77 s instead of 0.016 s -- 9/10 of a 1e6-patch fit).
+    ``torch.set_flush_denormal`` only sets the calling thread's flags, not the GEMM worker
+    threads', so the values themselves are flushed.  The change is below 1.2e-38 per entry.
+    """
+    if x.is_floating_point():
+        x.masked_fill_(x < torch.finfo(x.dtype).tiny, 0.0)
+    return x
+
+
 def check_positive(cfg, names, owner: str) -> None:
     """Every field in ``names`` of the config ``cfg`` must be a finite number > 0."""
     for n in names:

@@ -19,7 +19,7 @@ import torch
 
 from ..version import __version__
 from ._checks import (FeatureStream, check_int, check_nonneg, check_positive, check_prototypes,
-                      l2n)
+                      flush_subnormal_, l2n)
 from .artifact import AlignmentMap, vocabulary_hash
 from .linalg import orthogonality_error, polar, stiefel_step
 from .ot import sinkhorn
@@ -132,7 +132,7 @@ class Correspondence:
 
     def plan(self, c: Tensor, v: Tensor) -> Tensor:
         S = self.scores(l2n(c.float()), l2n(v.float()))
-        return torch.softmax(S.div_(self.cfg.eps).add_(self.beta), dim=1)
+        return flush_subnormal_(torch.softmax(S.div_(self.cfg.eps).add_(self.beta), dim=1))
 
 
 def _merge_topk(best_val, best_q, val, q, m):
@@ -338,7 +338,7 @@ def self_train_map(v_hat: Tensor, R: Tensor, T: Tensor, prior: Tensor, steps: in
             G = G + anchor
         W = polar(G @ T64).float()
         L = temperature * (l2n(v_hat @ W) @ T.T)
-        R = torch.softmax(L + b.clamp_min(1e-30).log(), dim=1)
+        R = flush_subnormal_(torch.softmax(L + b.clamp_min(1e-30).log(), dim=1))
         if not fixed_prior:
             b = R.mean(0).clamp_min(floor / K)
             b = b / b.sum()

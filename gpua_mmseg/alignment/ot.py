@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._checks import check_matrix
+from ._checks import check_matrix, flush_subnormal_
 
 Tensor = torch.Tensor
 
@@ -77,7 +77,7 @@ def sinkhorn(scores: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = N
         return log_a - torch.logsumexp(L + beta_[None, :], dim=1)
 
     alpha = row_potential(beta)
-    Kt = torch.exp(L + alpha[:, None] + beta[None, :])
+    Kt = flush_subnormal_(torch.exp(L + alpha[:, None] + beta[None, :]))
     u = torch.ones(n, dtype=work, device=L.device)
     v = torch.ones(m, dtype=work, device=L.device)
     a64, b64 = log_a.exp(), log_b.exp()
@@ -93,7 +93,7 @@ def sinkhorn(scores: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = N
             v = v_new
         if bool((u.log().abs().max() > thr) | (v.log().abs().max() > thr)):
             alpha, beta = alpha + u.log(), beta + v.log()
-            Kt = torch.exp(L + alpha[:, None] + beta[None, :])
+            Kt = flush_subnormal_(torch.exp(L + alpha[:, None] + beta[None, :]))
             u.fill_(1.0)
             v.fill_(1.0)
         if err is not None and err < tol:
@@ -101,7 +101,7 @@ def sinkhorn(scores: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = N
     beta = beta + v.log()
     # final row update so rows are exact (the marginal users rely on most)
     alpha = row_potential(beta)
-    P = torch.exp(L + alpha[:, None] + beta[None, :]).to(scores.dtype)
+    P = flush_subnormal_(torch.exp(L + alpha[:, None] + beta[None, :]).to(scores.dtype))
     alpha, beta = alpha.to(scores.dtype), beta.to(scores.dtype)
     if return_potentials:
         return P, alpha, beta

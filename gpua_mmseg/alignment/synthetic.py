@@ -34,6 +34,14 @@ def random_orthogonal(dv: int, dc: int, generator: torch.Generator) -> Tensor:
     return Qm if dv >= dc else Qm.T.contiguous()
 
 
+def _noisy(bank: Tensor, i: Tensor, j: Tensor, scale: float,
+           base: Optional[Tensor] = None) -> Tensor:
+    """``base + scale * (bank[i] - bank[j])`` rows [n, d] (``base`` None: no offset)."""
+    out = bank.index_select(0, i)
+    out.sub_(bank.index_select(0, j)).mul_(scale)
+    return out if base is None else out.add_(base)
+
+
 @dataclass
 class SyntheticProblem:
     Q: Tensor            # [dv, dc] ground truth
@@ -70,16 +78,18 @@ class SyntheticProblem:
                            self._bank(dc, 2) * (1 / math.sqrt(2 * dc)))
         bv, bvQ, mQ, bc = self._banks
         i = torch.randint(0, self.bank_size, (4, n), generator=g)
-        v = self.means[y] + self.sigma_v * (bv[i[0]] - bv[i[1]])
-        vQ = mQ[y] + (self.clip_vfm_noise * self.sigma_v) * (bvQ[i[0]] - bvQ[i[1]])
+        # in-place forms of ``base + scale * (bank[i] - bank[j])``: same values bit for bit,
+        # a third of the allocations (the generator is the benchmark's data source)
+        v = _noisy(bv, i[0], i[1], self.sigma_v, self.means[y])
+        vQ = _noisy(bvQ, i[0], i[1], self.clip_vfm_noise * self.sigma_v, mQ[y])
         if self.sub_offsets is not None:
             # drawn after everything else so problems without sub-clusters are unchanged
             if not hasattr(self, '_subQ'):
                 self._subQ = self.sub_offsets @ self.Q
             s = torch.randint(0, self.sub_offsets.shape[1], (n,), generator=g)
-            v = v + self.sub_offsets[y, s]
-            vQ = vQ + self._subQ[y, s]
-        c = l2n(vQ) + self.gap + self.sigma_c * (bc[i[2]] - bc[i[3]])
+            v.add_(self.sub_offsets[y, s])
+            vQ.add_(self._subQ[y, s])
+        c = l2n(vQ).add_(self.gap).add_(_noisy(bc, i[2], i[3], self.sigma_c))
         return v, c, y
 
     def stream(self, n: int, chunk: int = 8192):
