@@ -10,6 +10,8 @@ in one run, and a markdown table with images/s and the speed-up is printed.  Wei
     python tools/benchmark.py --memory        # peak RSS, 8000 x 8000 image, 21 / 150 classes
     python tools/benchmark.py --side-by-side  # issue 13: crop by crop / batched / GPUA / ProxyCLIP
     python tools/benchmark.py --text          # text classifier: full-context vs short forward
+    python tools/benchmark.py --sweep         # issue 12: one plain tools/test.py run vs the
+                                              # 11-value λ sweep (tools/sweep.py), same data
 
 Adding a row type (e.g. GPUA fused vs baseline): write ``def my_cases(args, shared) ->
 list[Case]`` and append it to ``CASE_BUILDERS``; each :class:`Case` is a name plus a ready
@@ -87,6 +89,16 @@ def parse_args(argv=None):
     p.add_argument('--text-queries', type=int, default=0,
                    help='--text on an evenly spaced sample of this many queries (0 = all); the '
                         'full-vocabulary time is then extrapolated per prompt')
+    p.add_argument('--sweep', action='store_true',
+                   help='instead: wall time of one plain tools/test.py run and of tools/sweep.py '
+                        'over 11 λ values (0, 0.1, ..., 1) on the same generated toy dataset '
+                        '(--sweep-images of --sweep-size), GPUA + SCLIP with random weights '
+                        '(tiny models; ViT-B/16 + DINOv3 ViT-B/16 with --sweep-vitb), each in a '
+                        'fresh process, plain first, then the sweep, then plain again')
+    p.add_argument('--sweep-images', type=int, default=8)
+    p.add_argument('--sweep-size', type=int, nargs=2, default=(96, 128), metavar=('H', 'W'))
+    p.add_argument('--sweep-vitb', action='store_true',
+                   help='--sweep with random ViT-B/16 CLIP and DINOv3 ViT-B/16 (224/112 window)')
     args = p.parse_args(argv)
     if args.n_images < 1 or args.warmup < 0 or args.crop_batch_size < 1:
         p.error('--n-images and --crop-batch-size must be >= 1, --warmup >= 0')
@@ -641,6 +653,101 @@ def memory_main(args) -> List[Dict]:
     return rows
 
 
+# ---------------------------------------------------------------------------- λ sweep
+SWEEP_CONFIG = 'configs/gpua/gpua_sclip_dinov3_vitb16_voc21.py'
+
+
+def _sweep_options(args, data_root: str, artifact: str) -> List[str]:
+    """``--cfg-options`` of both runs: random encoders, the toy dataset, the random map."""
+    opts = ['model.clip.pretrained=None', 'model.vfm.pretrained=False',
+            f'model.decode_head.alignment_path={artifact}',
+            f'test_dataloader.dataset.data_root={data_root}', 'test_dataloader.num_workers=0',
+            'model.templates=[{}]', 'randomness.seed=0']
+    if not args.sweep_vitb:
+        opts += ['model.clip.name=tiny', 'model.vfm.model_kwargs.embed_dim=64',
+                 'model.vfm.model_kwargs.depth=3', 'model.vfm.model_kwargs.num_heads=4',
+                 'model.vfm.model_kwargs.img_size=64', 'model.slide_crop=64',
+                 'model.slide_stride=32', 'test_dataloader.dataset.pipeline.1.scale=(2048,96)']
+        def flat(prefix, d):
+            for k, v in d.items():
+                yield from (flat(f'{prefix}.{k}', v) if isinstance(v, dict)
+                            else [f'{prefix}.{k}={v}'])
+        opts += list(flat('model.clip.model_cfg', tiny_clip_model_cfg()))
+    else:
+        h, w = args.sweep_size
+        opts.append(f'test_dataloader.dataset.pipeline.1.scale=({max(h, w) * 4},{min(h, w)})')
+    return opts
+
+
+def sweep_main(args) -> Dict:
+    """One plain ``tools/test.py`` run vs ``tools/sweep.py`` over 11 λ values, wall-clock, each
+    in a fresh process (start-up included: what a user waits for), plain run timed before and
+    after the sweep (drift of a shared machine shows as a gap between the two)."""
+    import os
+    import os.path as osp
+    import re
+    import subprocess
+    import sys
+    import tempfile
+
+    from gpua_mmseg.vocabulary import Vocabulary
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    tmp = tempfile.mkdtemp(prefix='gpua_sweep_bench_')
+    data = osp.join(tmp, 'toy')
+    h, w = args.sweep_size
+    subprocess.run([sys.executable, osp.join(root, 'tools/make_toy_dataset.py'), data, '--n',
+                    str(args.sweep_images), '--size', str(h), str(w)], check=True,
+                   capture_output=True)
+    dv, dc = (768, 512) if args.sweep_vitb else (64, tiny_clip_model_cfg()['embed_dim'])
+    vocab = Vocabulary.parse('voc21')
+    art = _random_artifact(osp.join(tmp, 'map.safetensors'), dv, dc,
+                           dict(vfm='vit_base_patch16_dinov3.lvd1689m', vocabulary=vocab.classes,
+                                vocab_hash=vocab.hash), args.seed)
+    opts = _sweep_options(args, data, art)
+    env = dict(os.environ, PYTHONWARNINGS='ignore')
+    if args.threads:
+        env['OMP_NUM_THREADS'] = str(args.threads)
+
+    def timed(cmd):
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable] + cmd, cwd=root, capture_output=True, text=True,
+                           env=env)
+        dt = time.perf_counter() - t
+        if r.returncode != 0:
+            raise RuntimeError(f'{cmd[0]} failed ({r.returncode}): {r.stderr[-2000:]}')
+        return dt, r.stdout
+
+    lambdas = [f'{0.1 * i:.1f}' for i in range(11)]
+    plain1, out1 = timed(['tools/test.py', SWEEP_CONFIG, '--work-dir', osp.join(tmp, 'p1'),
+                          '--cfg-options'] + opts)
+    sweep_s, sweep_out = timed(['tools/sweep.py', SWEEP_CONFIG, '--fusion-weight'] + lambdas
+                               + ['--out', osp.join(tmp, 'sweep', 'sw'), '--cfg-options'] + opts)
+    plain2, _ = timed(['tools/test.py', SWEEP_CONFIG, '--work-dir', osp.join(tmp, 'p2'),
+                       '--cfg-options'] + opts)
+    plain = (plain1 + plain2) / 2
+    miou_plain = re.search(r'^metrics: .*\bmIoU=([0-9.]+)', out1, re.M)
+    timing = re.search(r'^timing: .*$', sweep_out, re.M)
+    model = ('ViT-B/16 CLIP + DINOv3 ViT-B/16' if args.sweep_vitb
+             else 'tiny CLIP + tiny DINOv3') + ' (random init), GPUA + SCLIP'
+    print(f'{model}, {args.sweep_images} toy images {h}x{w}, CPU threads '
+          f'{args.threads or torch.get_num_threads()}, each run a fresh process')
+    print()
+    print('| run | wall s | / one plain run |')
+    print('|---|---|---|')
+    print(f'| tools/test.py (plain, λ=0.9), before the sweep | {plain1:.1f} | '
+          f'{plain1 / plain:.2f} |')
+    print(f'| tools/test.py (plain, λ=0.9), after the sweep | {plain2:.1f} | '
+          f'{plain2 / plain:.2f} |')
+    print(f'| tools/sweep.py, 11 λ values | {sweep_s:.1f} | {sweep_s / plain:.2f} |')
+    print()
+    print(f'sweep / plain = {sweep_s / plain:.2f} (acceptance: < 2); plain mIoU '
+          f'{miou_plain.group(1) if miou_plain else "?"}')
+    if timing:
+        print(f'sweep {timing.group(0)}')
+    return dict(plain_s=plain, plain_runs=(plain1, plain2), sweep_s=sweep_s,
+                ratio=sweep_s / plain)
+
+
 def cli(argv=None):
     args = parse_args(argv)
     if args.memory_child:
@@ -652,6 +759,8 @@ def cli(argv=None):
         side_by_side_main(args)
     elif args.text:
         text_main(args)
+    elif args.sweep:
+        sweep_main(args)
     else:
         main(argv)
 
