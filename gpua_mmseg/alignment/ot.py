@@ -72,6 +72,7 @@ def sinkhorn(scores: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = N
             else init_beta.to(L.device, work).clone())
     kappa = 1.0 if rho is None else rho / (rho + eps)
     thr = 50.0
+    e_thr = float(torch.tensor(thr, dtype=torch.float64).exp())
 
     def row_potential(beta_):
         return log_a - torch.logsumexp(L + beta_[None, :], dim=1)
@@ -91,7 +92,9 @@ def sinkhorn(scores: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = N
             v_new = torch.exp(kappa * (log_b - col.log()) + (kappa - 1.0) * beta)
             err = float((v_new.log() - v.log()).abs().max()) if it % 5 == 0 else None
             v = v_new
-        if bool((u.log().abs().max() > thr) | (v.log().abs().max() > thr)):
+        # |log u| > thr without a log pass over u
+        if float(torch.maximum(torch.maximum(u.max(), v.max()),
+                               torch.minimum(u.min(), v.min()).reciprocal())) > e_thr:
             alpha, beta = alpha + u.log(), beta + v.log()
             Kt = flush_subnormal_(torch.exp(L + alpha[:, None] + beta[None, :]))
             u.fill_(1.0)
