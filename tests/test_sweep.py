@@ -133,3 +133,29 @@ def test_sweep_gpua_logits_whatever_the_config_lambda(setup):
     at1 = _sweep_rows(main, str(tmp / 'l1' / 'sw'), ['0', '0.5'],
                       opts + ['model.decode_head.fusion_weight=1.0'])
     assert at1 == ref
+
+
+def test_sweep_encodes_each_image_once_whatever_the_settings(setup, monkeypatch):
+    """The encoders run as often for 11 λ x 2 prob_thd as for one setting (no re-encoding)."""
+    tmp, opts = setup
+    from gpua_mmseg.models.clip.encoder import CLIPEncoder
+    from gpua_mmseg.models.vfm import VFMEncoder
+    calls = {'clip': 0, 'vfm': 0}
+
+    def counting(cls, key):
+        orig = cls.patch_features
+
+        def wrapped(self, *a, **k):
+            calls[key] += 1
+            return orig(self, *a, **k)
+        monkeypatch.setattr(cls, 'patch_features', wrapped)
+    counting(CLIPEncoder, 'clip')
+    counting(VFMEncoder, 'vfm')
+    main = runpy.run_path(osp.join(ROOT, 'tools/sweep.py'))['main']
+    _sweep_rows(main, str(tmp / 'one' / 'sw'), ['0.5'], opts)
+    one = dict(calls)
+    calls.update(clip=0, vfm=0)
+    assert main([CONFIG, '--fusion-weight'] + [f'{0.1 * i:.1f}' for i in range(11)]
+                + ['--prob-thd', '0', '0.1', '--out', str(tmp / 'many' / 'sw'),
+                   '--cfg-options'] + opts) == 0
+    assert one['clip'] > 0 and one['vfm'] > 0 and calls == one, (one, calls)
