@@ -151,3 +151,30 @@ def test_csls_matches_brute_force():
             r_y_j = sorted((float(xn[s] @ yn[j]) for s in range(40)), reverse=True)[:k]
             ref[i, j] = 2 * cos_ij - sum(r_x_i) / k - sum(r_y_j) / k
     assert float((out - ref).abs().max()) < 1e-5
+
+
+def _subnormal(x):
+    return int(((x != 0) & (x.abs() < torch.finfo(x.dtype).tiny)).sum())
+
+
+def test_plans_hold_no_subnormal_entries():
+    """Sharp plans (eps 0.05, temperature 100) underflow into subnormals, and CPU GEMMs that
+    read subnormals run ~50x slower (it made 9/10 of a 1e6-patch fit); every plan / posterior
+    that feeds a GEMM in the fit must be flushed."""
+    from gpua_mmseg.alignment._checks import l2n
+    from gpua_mmseg.alignment.gpua import Correspondence, GPUAConfig, self_train_map
+    g = torch.Generator().manual_seed(0)
+    n, K, dc, dv = 512, 12, 16, 24
+    S = torch.linspace(-5.0, 0.0, K)[None, :].repeat(n, 1) \
+        + 0.1 * torch.randn(n, K, generator=g)
+    assert _subnormal(torch.softmax(S / 0.05, dim=1)) > 0        # the raw softmax has them
+    P = sinkhorn(S, eps=0.05)
+    assert _subnormal(P) == 0 and torch.allclose(P.sum(1), torch.full((n,), 1.0 / n))
+    T = l2n(torch.randn(K, dc, generator=g))
+    c, v = torch.randn(n, dc, generator=g), torch.randn(n, dv, generator=g)
+    mu = l2n(torch.randn(K, dc + dv, generator=g))
+    corr = Correspondence(T, mu, torch.linspace(-60.0, 0.0, K), GPUAConfig())
+    assert _subnormal(corr.plan(c, v)) == 0
+    R0 = torch.softmax(torch.randn(n, K, generator=g), 1)
+    _, _, R = self_train_map(l2n(v), R0, T, torch.full((K,), 1.0 / K), 2, 100.0, 0.1)
+    assert _subnormal(R) == 0
