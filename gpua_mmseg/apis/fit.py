@@ -80,8 +80,18 @@ def gpua_config_from_options(options: Optional[Dict[str, Any]], cls=None):
     return cfg
 
 
+#: Encoder outputs kept for reuse (``keep_features``) up to this many bytes in all; the images
+#: beyond are segmented with a fresh forward.
+KEEP_FEATURES_MAX_BYTES = 2 << 30
+
+
+def _nbytes(crops) -> int:
+    return sum(t.numel() * t.element_size() for batch in crops for t in batch if t is not None)
+
+
 def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = None,
-                            config: Optional[Dict[str, Any]] = None, seed: int = 0) -> str:
+                            config: Optional[Dict[str, Any]] = None, seed: int = 0,
+                            keep_features: Optional[list] = None) -> str:
     """Fit an unsupervised GPUA map on ``images`` for ``seg``'s current vocabulary, save it and
     install it into ``seg``.
 
@@ -95,6 +105,10 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
         config: :class:`gpua_mmseg.alignment.GPUAConfig` fields to override (checked before
             any feature is extracted).
         seed: makes the fit deterministic.
+        keep_features: a list that receives, per image in the order of ``images``, what the
+            extraction computed (``extract_image_features(..., keep_crops=True)['crops']``,
+            ``None`` beyond :data:`KEEP_FEATURES_MAX_BYTES`): ``seg(image, features=...)``
+            then segments that image without running the encoders again.
 
     Returns:
         The artifact path.
@@ -115,12 +129,18 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
     m, vfm = seg.model, seg.vfm_encoder()
     t0 = time.perf_counter()
     clip_rows, vfm_rows = [], []
+    kept = 0
     with torch.no_grad():
         for img in images:
             x = seg._prepare(load_image(img))[0] / 255.0
-            feats = extract_image_features(m, vfm, x.to(m.clip_encoder.mean.device))
+            feats = extract_image_features(m, vfm, x.to(m.clip_encoder.mean.device),
+                                           keep_crops=keep_features is not None)
             clip_rows.append(feats['clip'].float().cpu())
             vfm_rows.append(feats['vfm'].float().cpu())
+            if keep_features is not None:
+                crops = feats['crops']
+                kept += _nbytes(crops)
+                keep_features.append(crops if kept <= KEEP_FEATURES_MAX_BYTES else None)
     if not clip_rows:
         raise ValueError('--fit needs at least one image to fit on')
     T, _, _ = build_prototypes(m, PROTOTYPE_MODE)

@@ -283,19 +283,32 @@ class OpenVocabSegmenter:
         return x.to(self.device, torch.float32)
 
     @torch.no_grad()
-    def __call__(self, image) -> SegResult:
-        """Segment one image (path, PIL image or ``[H, W, 3]`` uint8 RGB array)."""
+    def __call__(self, image, features=None) -> SegResult:
+        """Segment one image (path, PIL image or ``[H, W, 3]`` uint8 RGB array).
+
+        ``features``: the encoders' outputs of this very image under this model, as
+        :func:`~gpua_mmseg.apis.fit.fit_alignment_on_images` keeps them (``keep_features``);
+        the result is then computed from them without running the encoders (the same logits,
+        stitching and post-processing).  Ignored (a fresh forward) with test-time
+        augmentation, or when ``None``.
+        """
         from mmseg.structures import SegDataSample
         t0 = time.perf_counter()
         rgb = load_image(image)
         if min(rgb.shape[:2]) < 1:
             raise ValueError(f'empty image of shape {rgb.shape}')
         x = self._prepare(rgb)
-        sample = SegDataSample(metainfo=dict(img_shape=tuple(x.shape[-2:]),
-                                             ori_shape=rgb.shape[:2]))
-        out = self.model.predict(x, [sample])[0]
-        labels = out.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
-        scores = out.seg_logits.data.float().cpu().numpy()
+        meta = dict(img_shape=tuple(x.shape[-2:]), ori_shape=rgb.shape[:2])
+        if features is not None and self.model.tta_views() == [(1.0, False)]:
+            m = self.model
+            image01 = m._valid_images(x, [meta])[0]
+            logits = m.logits_from_crop_features([image01], features)[0]
+            scores_t, labels_t = m.postprocess_one(image01, logits, meta)
+        else:
+            out = self.model.predict(x, [SegDataSample(metainfo=meta)])[0]
+            scores_t, labels_t = out.seg_logits.data, out.pred_sem_seg.data[0]
+        labels = labels_t.cpu().numpy().astype(np.int64)
+        scores = scores_t.float().cpu().numpy()
         return SegResult(labels=labels, scores=scores, classes=self.vocabulary.classes,
                          image=rgb, seconds=time.perf_counter() - t0)
 

@@ -70,8 +70,8 @@ def preprocess_item(segmentor, item: Dict) -> Tuple[Tensor, Optional[Tensor], di
 
 @torch.no_grad()
 def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
-                           label: Optional[Tensor] = None, ignore_index: int = 255
-                           ) -> Dict[str, Tensor]:
+                           label: Optional[Tensor] = None, ignore_index: int = 255,
+                           keep_crops: bool = False) -> Dict[str, Tensor]:
     """Paired patch features of all sliding-window crops of one image.
 
     Args:
@@ -86,6 +86,12 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
         CLIP grid, as the head resizes its logits at inference.  The VFM tokens follow the
         segmentor's ``vfm_window`` (``'whole'``: one VFM forward per image, resampled onto each
         crop's CLIP grid), exactly as inference computes them.  ``label`` is -1 without a mask.
+        With ``keep_crops``, also ``crops``: per crop batch, in the order of
+        :func:`~gpua_mmseg.models.sliding.iter_crop_batches` (that of inference),
+        ``(clip_feats [n, h, w, dc], vfm_tokens [n, hv, wv, dv])`` as the encoders returned them
+        (VFM tokens not resized), for
+        :meth:`~gpua_mmseg.models.GPUASegmentor.logits_from_crop_features` (segmenting the
+        fitted images without a second pass through the encoders).
     """
     if image01.ndim != 3 or image01.shape[0] != 3:
         raise ValueError(f'image01 must be [3, H, W] in 0..1, got {tuple(image01.shape)}')
@@ -95,6 +101,7 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
     clip = segmentor.clip_encoder
     p = clip.patch_size
     rows: Dict[Tuple[int, int, int, int], Tuple[Tensor, Tensor, Tensor]] = {}
+    crops = []
     with segmentor._autocast(image01.device):
         # the segmentor's vfm_window, as at inference (models/vfm.py VFMWindowTokens)
         vfm_tokens = segmentor.vfm_window_tokens([image01], vfm_encoder)
@@ -107,6 +114,8 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
             c_feat = (clip.patch_features(c_in, vfm_tokens=v_feat)        # [n, h, w, dc]
                       if getattr(clip, 'needs_vfm', False) else clip.patch_features(c_in))
             h, w = c_feat.shape[1:3]
+            if keep_crops:
+                crops.append((c_feat, v_feat))
             if tuple(v_feat.shape[1:3]) != (h, w):
                 v_feat = F.interpolate(v_feat.permute(0, 3, 1, 2).float(), size=(h, w),
                                        mode='bilinear', align_corners=False
@@ -123,5 +132,8 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
                              lab.cpu())
     # rows follow the window order of the image, whatever the grouping by crop shape
     ordered = [rows[b] for b in sorted(rows)]
-    return dict(clip=torch.cat([r[0] for r in ordered]), vfm=torch.cat([r[1] for r in ordered]),
-                label=torch.cat([r[2] for r in ordered]))
+    out = dict(clip=torch.cat([r[0] for r in ordered]), vfm=torch.cat([r[1] for r in ordered]),
+               label=torch.cat([r[2] for r in ordered]))
+    if keep_crops:
+        out['crops'] = crops
+    return out

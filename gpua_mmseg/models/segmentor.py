@@ -423,7 +423,6 @@ class GPUASegmentor(BaseSegmentor):
         (:meth:`VFMWindowTokens.tokens`); ``None``: the VFM encodes the crops here, which is
         only right for ``vfm_window='crop'`` (use :meth:`slide_crops` for the others).
         """
-        text = self.get_text_embeddings()
         clip = self.clip_encoder
         # λ = 1: the GPUA term has weight 0 and the head needs no VFM tokens
         head_needs_vfm = (self.decode_head is not None
@@ -440,6 +439,15 @@ class GPUASegmentor(BaseSegmentor):
         x = clip.normalize(crops01)
         feats = (clip.patch_features(x, vfm_tokens=vfm_tokens) if clip.needs_vfm
                  else clip.patch_features(x))
+        return self.logit_parts_from_features(feats, vfm_tokens)
+
+    def logit_parts_from_features(self, feats: Tensor, vfm_tokens: Optional[Tensor]):
+        """:meth:`crop_logit_parts` from the encoders' outputs of the crops: CLIP patch
+        features ``[n, h, w, dc]`` and VFM tokens ``[n, hv, wv, dv]`` (``None`` when no head
+        reads them)."""
+        text = self.get_text_embeddings()
+        head_needs_vfm = (self.decode_head is not None
+                          and getattr(self.decode_head, 'needs_vfm', True))
         logits = query_logits(feats, text)
         if not head_needs_vfm:
             return logits, None
@@ -447,6 +455,36 @@ class GPUASegmentor(BaseSegmentor):
             # fuse at the head's own weight; the sweep needs a GPUAHead
             return self.decode_head.fuse(logits, vfm_tokens, text), None
         return logits, self.decode_head.gpua_on_grid(vfm_tokens, text, logits)
+
+    def logits_from_crop_features(self, images: List[Tensor], crop_feats) -> List[Tensor]:
+        """Stitched logits ``[Q, H_i, W_i]`` of ``images`` (``[3, H_i, W_i]`` in 0..1) from their
+        crops' stored encoder outputs, without running an encoder: ``crop_feats`` lists, per
+        crop batch in sliding-window order, ``(clip_feats, vfm_tokens)`` as
+        :func:`gpua_mmseg.fitting.extract.extract_image_features` (``keep_crops=True``) returns
+        them for the same images, window and crop batch size.  Equals :meth:`_slide` (the
+        same logits, mix and stitching)."""
+        batches = iter(crop_feats)
+
+        def fn(crops01):
+            try:
+                feats, tokens = next(batches)
+            except StopIteration:
+                raise ValueError('crop_feats has fewer crop batches than the sliding window of '
+                                 'these images') from None
+            if feats.shape[0] != crops01.shape[0]:
+                raise ValueError(f'crop_feats batch of {feats.shape[0]} crops for a window '
+                                 f'batch of {crops01.shape[0]}: extracted with another window '
+                                 'or crop batch size')
+            clip_logits, gpua = self.logit_parts_from_features(feats, tokens)
+            return clip_logits if gpua is None else self.decode_head.mix(clip_logits, gpua)
+        with self._autocast(images[0].device):
+            out = slide_logits(images, fn, crop=self.slide_crop, stride=self.slide_stride,
+                               crop_batch_size=self.crop_batch_size,
+                               size_divisor=self.clip_encoder.patch_size)
+        if next(batches, None) is not None:
+            raise ValueError('crop_feats has more crop batches than the sliding window of these '
+                             'images (features of other images?)')
+        return out
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None:
