@@ -39,6 +39,8 @@ def child(args):
         pass
     gen = time.perf_counter() - t0
     cfg = GPUAConfig(chunk_size=args.chunk, device=args.device)
+    if args.refine_steps is not None:
+        cfg.refine_steps = args.refine_steps
     t0 = time.perf_counter()
     amap = fit_gpua(src, None, prob.prototypes, cfg, seed=0)
     wall = time.perf_counter() - t0
@@ -50,6 +52,7 @@ def child(args):
                err_full=prob.recovery_error(amap.W), err_span=prob.recovery_error(amap.W, True),
                acc_clip=acc(l2n(c) @ T.T), acc_gpua=acc(amap.logits(v, T)),
                orth=amap.orthogonality_error(), timings=amap.meta['timings_s'],
+               refine_steps=cfg.refine_steps,
                threads=torch.get_num_threads())
     print('RESULT ' + json.dumps(out))
 
@@ -158,6 +161,11 @@ def main():
     p.add_argument('--k', type=int, default=171)
     p.add_argument('--chunk', type=int, default=8192)
     p.add_argument('--device', default=None)
+    p.add_argument('--refine-steps', type=int, default=None,
+                   help='GPUAConfig.refine_steps for every row (default: the config default)')
+    p.add_argument('--refine-ab', type=int, nargs='?', const=200, default=None, metavar='STEPS',
+                   help='side by side: each N fitted with STEPS (default 200, the paper) and '
+                        'with the default refinement steps; prints the refinement-stage ratio')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.semi:
@@ -171,35 +179,48 @@ def main():
         args.n = int(args.n[0])
         return child(args)
     rows = []
+    variants = [args.refine_steps] if args.refine_ab is None else [args.refine_ab, None]
     for n in args.n:
-        cmd = [sys.executable, __file__, '--child', '--n', str(int(n)), '--dv', str(args.dv),
-               '--dc', str(args.dc), '--k', str(args.k), '--chunk', str(args.chunk)]
-        if args.device:
-            cmd += ['--device', args.device]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-        line = [ln for ln in res.stdout.splitlines() if ln.startswith('RESULT ')]
-        if res.returncode != 0 or not line:
-            sys.stderr.write(res.stdout + res.stderr)
-            sys.exit(f'benchmark child for N={int(n)} failed (exit {res.returncode})')
-        rows.append(json.loads(line[0][7:]))
-        r = rows[-1]
-        print(f'N={r["n"]:>9,d} done in {r["wall_s"]:.1f}s', file=sys.stderr)
+        for steps in variants:
+            cmd = [sys.executable, __file__, '--child', '--n', str(int(n)), '--dv', str(args.dv),
+                   '--dc', str(args.dc), '--k', str(args.k), '--chunk', str(args.chunk)]
+            if args.device:
+                cmd += ['--device', args.device]
+            if steps is not None:
+                cmd += ['--refine-steps', str(steps)]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            line = [ln for ln in res.stdout.splitlines() if ln.startswith('RESULT ')]
+            if res.returncode != 0 or not line:
+                sys.stderr.write(res.stdout + res.stderr)
+                sys.exit(f'benchmark child for N={int(n)} failed (exit {res.returncode})')
+            rows.append(json.loads(line[0][7:]))
+            r = rows[-1]
+            print(f'N={r["n"]:>9,d} refine_steps={r["refine_steps"]} done in '
+                  f'{r["wall_s"]:.1f}s', file=sys.stderr)
     print(f'\nGPUA fit, dv={args.dv} dc={args.dc} K={args.k}, {rows[0]["threads"]} threads, '
           f'device={args.device or "cpu"}\n')
-    print('| N | fit wall (s) | of which data generation (s) | s per 1e5 | peak RSS (GB) | '
+    print('| N | refine steps | fit wall (s) | of which data generation (s) | s per 1e5 | peak RSS (GB) | '
           'stages: init / sinkhorn / centroids / procrustes / refine (s) | '
           '‖W−Q‖/√dc (span of prototypes) | ‖W−Q‖/√dc (full) | acc CLIP → GPUA | max|WᵀW−I| |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     # the fit reads the stream twice (init pass + Procrustes pass; centroids use the pool)
     for r in rows:
         t = r['timings']
         st = ' / '.join(f'{t.get(k, 0):.1f}' for k in
                         ('init', 'sinkhorn', 'centroids', 'procrustes', 'refine'))
-        print(f'| {r["n"]:,d} | {r["wall_s"]:.1f} | {2 * r["gen_pass_s"]:.1f} | '
+        print(f'| {r["n"]:,d} | {r["refine_steps"]} | {r["wall_s"]:.1f} | {2 * r["gen_pass_s"]:.1f} | '
               f'{r["wall_s"] / r["n"] * 1e5:.2f} | '
               f'{r["peak_rss_gb"]:.2f} | {st} | {r["err_span"]:.3f} | '
               f'{r["err_full"]:.3f} | {r["acc_clip"]:.3f} → {r["acc_gpua"]:.3f} | '
               f'{r["orth"]:.1e} |')
+
+    if args.refine_ab is not None:
+        print('\nRefinement stage, side by side (same N, same data): ')
+        for a, b in zip(rows[::2], rows[1::2]):
+            ta, tb = a['timings']['refine'], b['timings']['refine']
+            print(f'* N={a["n"]:,d}: {a["refine_steps"]} steps {ta:.1f} s (span error '
+                  f'{a["err_span"]:.3f}) vs {b["refine_steps"]} steps {tb:.1f} s (span error '
+                  f'{b["err_span"]:.3f}): ratio {tb / max(ta, 1e-9):.2f}')
 
 
 if __name__ == '__main__':
