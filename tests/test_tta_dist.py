@@ -168,3 +168,20 @@ def test_eval_all_speed_table():
     assert lines[2] == '| gpua_proxyclip_dinov3_vitb16 | 3.000 | 1200 | cuda |'
     assert lines[3] == '| proxyclip_vitb16 | 5.000 | 800 | cuda |'
     assert tool['speed_table']({}) == ''
+
+
+def test_out_folder_exists_for_every_rank(toy, tmp_path, monkeypatch):
+    """MMSeg's IoUMetric creates ``output_dir`` on rank 0 only, yet every rank writes its own
+    images' PNGs there: a rank that reaches its first image before rank 0 has built its metric
+    failed with exit 2 (the flaky 2-process run).  Simulated deterministically: this process is
+    a rank other than 0 for the metric, and --out does not exist yet."""
+    import runpy
+
+    import mmseg.evaluation.metrics.iou_metric as iou_metric
+    monkeypatch.setattr(iou_metric, 'is_main_process', lambda: False)
+    main = runpy.run_path(osp.join(ROOT, 'tools/test.py'))['main']
+    out = tmp_path / 'not_yet' / 'preds'
+    monkeypatch.chdir(ROOT)
+    assert main([CONFIG, '--work-dir', str(tmp_path / 'w'), '--out', str(out),
+                 '--cfg-options'] + _tiny_opts(toy)) == 0
+    assert len(os.listdir(out)) == 5

@@ -226,6 +226,12 @@ def main(argv=None):
             # safe loader (registered by gpua_mmseg.models).
             from gpua_mmseg.checkpoint import load_checkpoint_file
             load_checkpoint_file(args.checkpoint)
+        # Every rank writes its own images' PNGs into --out / --show-dir, but MMSeg's IoUMetric
+        # creates output_dir on rank 0 only: a rank that reaches its first image before rank 0
+        # has built its metric would fail (FileNotFoundError, exit 2).  makedirs is idempotent.
+        for path in (args.out, args.show_dir):
+            if path:
+                os.makedirs(path, exist_ok=True)
         init_cpu_dist(args.launcher)
         if args.launcher != 'none' and cfg.get('env_cfg', {}).get('dist_cfg'):
             import torch
