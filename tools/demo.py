@@ -183,7 +183,10 @@ def _prepare_gpua(seg, args, items, skipped):
     kept = []   # the fit's encoder outputs: the same images are then segmented from them
     path = fit_alignment_on_images(seg, (img for _, img in _readable(items, skipped)), cached,
                                    config=args.fit_options, keep_features=kept)
-    print(f'fitted in {time.perf_counter() - t0:.1f} s -> {path}')
+    dt = time.perf_counter() - t0
+    ext = float(seg.model.decode_head.meta.get('extract_seconds', 0.0))
+    print(f'fitted in {dt:.1f} s (feature extraction {ext:.1f} s, fit {dt - ext:.1f} s) -> '
+          f'{path}')
     return kept
 
 

@@ -143,6 +143,7 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
                 keep_features.append(crops if kept <= KEEP_FEATURES_MAX_BYTES else None)
     if not clip_rows:
         raise ValueError('--fit needs at least one image to fit on')
+    t_extract = time.perf_counter() - t0
     T, _, _ = build_prototypes(m, PROTOTYPE_MODE)
     n_rows = sum(r.shape[0] for r in clip_rows)
     if n_rows < T.shape[0]:
@@ -154,7 +155,8 @@ def fit_alignment_on_images(seg, images: Iterable, out_path: Optional[str] = Non
     meta = dict(identity=dict(identity, method='gpua'), vfm=identity['vfm'],
                 vlm=identity['vlm'], clip_mode=identity['clip_mode'],
                 prototype_mode=PROTOTYPE_MODE, fit_images=len(clip_rows), source='demo --fit',
-                config=seg.config_path, vfm_checkpoint=vfm.describe())
+                config=seg.config_path, vfm_checkpoint=vfm.describe(),
+                extract_seconds=t_extract)
     amap = fit_gpua(torch.cat(vfm_rows), torch.cat(clip_rows), T, cfg, seed=seed,
                     vocabulary=vocab.classes, meta=meta)
     amap.save(out_path)
