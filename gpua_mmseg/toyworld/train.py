@@ -1,4 +1,4 @@
-"""Training the toy CLIP (image-caption contrastive) and the toy VFM (label-free dense InfoNCE).
+"""Training the toy CLIP (image-caption contrastive) and the toy VFM (label-free, pixels only).
 
 Both run on CPU with one thread and fixed seeds, so a given (seed, steps, batch) reproduces the
 same weights bit for bit on the same torch build (checked by ``tests/toyworld`` on a short
@@ -10,10 +10,15 @@ worlds (other ``data_seed``).
 * CLIP: open_clip ``CLIP`` with average pooling (see :mod:`.models`); symmetric InfoNCE between
   images and captions, where two samples whose captions name the same set of classes count as
   positives of each other (soft targets), not as negatives.
-* VFM: timm DINOv3 ViT; two renderings of one layout (same geometry, new background noise,
-  colours permuted / inverted per channel, crop offsets on the patch grid); InfoNCE between a patch of view A and the
-  patch covering the same layout pixels in view B, the other patches of that scene's view B
-  being the negatives.
+* VFM: timm DINOv3 ViT; two renderings of one layout (same geometry, crop offsets on the patch
+  grid, new background noise; colours drawn anew or permuted / inverted).  ``objective``:
+
+  - ``'cooc'`` (shipped): every patch token regresses, through an MLP head, colour-invariant
+    texture statistics computed from the pixels (:func:`cooccurrence_targets`; MaskFeat's HOG
+    target in spirit);
+  - ``'detcon'``: DetCon InfoNCE between mask-pooled tokens of the two views, masks computed
+    from the pixels (:func:`colour_regions`);
+  - ``'vicreg'``: dense VICReg between corresponding patches (the first shipped VFM).
 """
 import hashlib
 import json
@@ -33,8 +38,9 @@ __all__ = ['state_dict_sha256', 'train_clip', 'train_vfm', 'CLIP_DEFAULTS', 'VFM
 
 TRAIN_DATA_SEED = 1000  # training world; evaluation datasets use other seeds
 CLIP_DEFAULTS = dict(steps=1000, batch=128, lr=2e-3, wd=0.05, warmup=50, seed=0)
-VFM_DEFAULTS = dict(steps=400, batch=48, lr=1e-3, wd=0.05, warmup=30, seed=0,
-                    init_values=0.1, curriculum=0.0)
+VFM_DEFAULTS = dict(steps=400, batch=48, lr=2e-3, wd=0.05, warmup=30, seed=0,
+                    init_values=0.1, curriculum=0.0, objective='cooc', tau=0.1)
+VFM_OBJECTIVES = ('cooc', 'detcon', 'vicreg')
 
 # CLIP's normalisation (open_clip's OPENAI_DATASET_MEAN/STD) and timm's DINOv3 pretrained_cfg
 # (ImageNet): each encoder is trained with the statistics its loader will use.
@@ -139,12 +145,14 @@ def train_clip(steps: int = CLIP_DEFAULTS['steps'], batch: int = CLIP_DEFAULTS['
                        prefix_steps=prefix_steps, prefix_sha256=prefix)
 
 
-def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int, p_easy: float = 0.0):
+def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int, p_easy: float = 0.0,
+               fresh_colours: bool = False):
     """Two renderings of ``batch`` layouts -> (view A, view B uint8 [B, S, S, 3], offsets [B, 2, 2]).
 
     Both views have their own crop offset (on the patch grid) and their own background noise;
     view B's colours are view A's under a random channel permutation and per-channel inversion,
     so no absolute colour survives from one view to the other while texture and shape do.
+    ``fresh_colours``: view B is instead painted with colours drawn anew (a second rendering).
     With probability ``p_easy`` a scene's view B keeps view A's noise and colours instead (only
     the crop moves): the curriculum that keeps InfoNCE out of its collapsed state (all features
     equal, loss = ln(patches)), where it stays when started on the hard views alone.
@@ -161,13 +169,99 @@ def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int, p_easy
         easy = rng.random() < p_easy
         b, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 1]), tuple(o[1]), size,
                       noise_rng=np.random.default_rng([TRAIN_DATA_SEED, idx, 2 if easy else 3]))
+        if fresh_colours and not easy:  # new colours drawn from scratch, not a recolouring
+            b, _ = render(layout, np.random.default_rng([TRAIN_DATA_SEED, idx, 4]), tuple(o[1]),
+                          size, noise_rng=np.random.default_rng([TRAIN_DATA_SEED, idx, 3]))
         perm, flip = rng.permutation(3), rng.random(3) < 0.5
-        if not easy:
+        if not easy and not fresh_colours:
             b = np.where(flip, 255 - b[..., perm], b[..., perm]).astype(np.uint8)
         va.append(a)
         vb.append(b)
         offs.append(o)
     return np.stack(va), np.stack(vb), np.stack(offs)
+
+
+def colour_regions(image: np.ndarray, patch: int, min_share: float = 0.125) -> np.ndarray:
+    """Object proposals computed from the pixels alone: uint8 image [S, S, 3] -> region id of
+    every patch [S/p, S/p] (int64, 0..R-1).
+
+    The toy world paints every region (object or background part) with its own pair of random
+    colours, so a patch's *colour set* (the at most two exact RGB values covering at least
+    ``min_share`` of its pixels) names its region; patches with the same
+    set form one proposal, DetCon's role for Felzenszwalb superpixels.  Patches straddling a
+    boundary get mixed sets and form small proposals of their own.  No label, layout or
+    generator state is read here: only ``image``.
+    """
+    s = image.shape[0] // patch
+    codes = (image[:s * patch, :s * patch].astype(np.int64) * np.array([1 << 16, 1 << 8, 1])).sum(-1)
+    blocks = codes.reshape(s, patch, s, patch).transpose(0, 2, 1, 3).reshape(s * s, -1)
+    keys, ids = {}, np.zeros(s * s, dtype=np.int64)
+    for n, blk in enumerate(blocks):
+        vals, counts = np.unique(blk, return_counts=True)
+        keep = vals[counts >= min_share * blk.size]
+        key = tuple(sorted(keep.tolist())[:2]) if keep.size else (int(vals[counts.argmax()]),)
+        ids[n] = keys.setdefault(key, len(keys))
+    return ids.reshape(s, s)
+
+
+def _detcon_loss(ta: torch.Tensor, tb: torch.Tensor, regions: torch.Tensor, tgt: torch.Tensor,
+                 valid: torch.Tensor, head: torch.nn.Module, tau: float) -> torch.Tensor:
+    """DetCon (Henaff et al. 2021, SimCLR form) over mask-pooled patch tokens.
+
+    ta, tb: [B, N, D] tokens of the two views; regions: [B, N] proposal id of view A's patches
+    (from :func:`colour_regions`); tgt: [B, N] index of the view-B patch covering the same layout
+    pixels; valid: [B, N] whether that patch is inside view B.  Each proposal is pooled over its
+    patches that both views see; the positive of a view-A proposal is the same proposal in view
+    B; every other proposal of the batch (same scene or not, either view) is a negative.
+    """
+    b, n, d = ta.shape
+    tb_al = torch.gather(tb, 1, tgt.unsqueeze(-1).expand(-1, -1, d))  # view B on view A's grid
+    r_max = int(regions.max()) + 1
+    seg = (torch.arange(b).view(-1, 1) * r_max + regions)[valid]  # [M] global proposal ids
+    uniq, inv = torch.unique(seg, return_inverse=True)
+    onehot = torch.zeros(uniq.numel(), seg.numel())
+    onehot[inv, torch.arange(seg.numel())] = 1.0
+    onehot = onehot / onehot.sum(1, keepdim=True)
+    pa = F.normalize(head(onehot @ ta[valid]), dim=-1)  # [R, D']
+    pb = F.normalize(head(onehot @ tb_al[valid]), dim=-1)
+    z = torch.cat([pa, pb])
+    logits = z @ z.t() / tau
+    logits = logits - 1e9 * torch.eye(z.shape[0])
+    r = pa.shape[0]
+    target = torch.cat([torch.arange(r, 2 * r), torch.arange(r)])
+    return F.cross_entropy(logits, target)
+
+
+#: pixel offsets (dy, dx) of :func:`cooccurrence_targets`: half of the 7 x 7 neighbourhood
+COOC_OFFSETS = tuple((dy, dx) for dy in range(4) for dx in range(-3, 4) if (dy, dx) > (0, 0))
+
+
+def cooccurrence_targets(images: np.ndarray, patch: int, context: int = 1) -> np.ndarray:
+    """Colour-invariant texture statistics of every patch, from the pixels alone (the
+    hand-made regression target of the ``cooc`` objective, as HOG is MaskFeat's).
+
+    images: uint8 [B, S, S, 3] -> float32 [B, S/p, S/p, 2 * len(COOC_OFFSETS)]: for each offset
+    (dy, dx) of :data:`COOC_OFFSETS`, the fraction of the patch's pixels whose colour equals the
+    pixel at that offset exactly, then the same statistics averaged over the
+    (2 context + 1)^2 neighbourhood of patches (a region-level target, so a token also learns
+    what surrounds it).  Equality of colours, never the colours themselves: a recoloured image
+    has the same targets, so colour can not be what the VFM learns; background noise redrawn
+    keeps the statistics of its texture.  Exact equality suits the toy world's flat-colour
+    lossless renderings.  No label, layout or generator state is read.
+    """
+    codes = (images.astype(np.int64) * np.array([1 << 16, 1 << 8, 1])).sum(-1)  # [B, S, S]
+    b, s, _ = codes.shape
+    g = s // patch
+    pad = np.pad(codes, ((0, 0), (0, 3), (3, 3)), mode='edge')
+    stats = []
+    for dy, dx in COOC_OFFSETS:
+        eq = pad[:, dy:dy + s, 3 + dx:3 + dx + s] == codes
+        stats.append(eq.reshape(b, g, patch, g, patch).mean((2, 4)))
+    own = np.stack(stats, -1).astype(np.float32)  # [B, g, g, T]
+    k = 2 * context + 1
+    padded = np.pad(own, ((0, 0), (context, context), (context, context), (0, 0)), mode='edge')
+    ctx = sum(padded[:, i:i + g, j:j + g] for i in range(k) for j in range(k)) / (k * k)
+    return np.concatenate([own, ctx], -1)
 
 
 def _vicreg(za: torch.Tensor, zb: torch.Tensor, sim: float = 25.0, var: float = 25.0,
@@ -190,10 +284,13 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
               warmup: int = VFM_DEFAULTS['warmup'], seed: int = VFM_DEFAULTS['seed'],
               init_values: float = VFM_DEFAULTS['init_values'],
               curriculum: float = VFM_DEFAULTS['curriculum'],
+              objective: str = VFM_DEFAULTS['objective'], tau: float = VFM_DEFAULTS['tau'],
               size: int = 64,
               logger: Optional[Callable] = print, log_every: int = 50,
               stop_after: Optional[int] = None, prefix_steps: int = 3):
-    """Train the toy VFM -> (timm model in eval mode, stats dict) with dense patch InfoNCE.
+    """Train the toy VFM -> (timm model in eval mode, stats dict) with ``objective`` (module
+    docstring); ``tau``: InfoNCE temperature of ``'detcon'``.  No label, layout or generator
+    state reaches the loss: views, masks and targets come from rendered pixels.
 
     ``curriculum``: fraction of the steps over which the share of easy views (see
     :func:`_vfm_views`) falls linearly from 1 to 0.
@@ -216,6 +313,18 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
     # quickest way to flatten every feature, i.e. the collapse InfoNCE falls into from a random init.
     decay = [p for p in model.parameters() if p.ndim >= 2 and p.shape[0] > 1]
     rest = [p for p in model.parameters() if not (p.ndim >= 2 and p.shape[0] > 1)]
+    if objective not in VFM_OBJECTIVES:
+        raise ValueError(f'objective must be one of {VFM_OBJECTIVES}, got {objective!r}')
+    head = None
+    if objective in ('cooc', 'detcon'):
+        # Projection head (trained, not saved): the loss acts on head(pooled tokens), GPUA reads
+        # the tokens themselves.
+        width = model.embed_dim
+        head = torch.nn.Sequential(torch.nn.Linear(width, 4 * width), torch.nn.GELU(),
+                                   torch.nn.Linear(4 * width, 2 * len(COOC_OFFSETS)
+                                                   if objective == 'cooc' else width))
+        decay += [p for p in head.parameters() if p.ndim >= 2]
+        rest += [p for p in head.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=rest, weight_decay=0.)],
                             lr=lr, betas=(0.9, 0.98))
     ii, jj = torch.meshgrid(torch.arange(g), torch.arange(g), indexing='ij')
@@ -223,7 +332,8 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
     model.train()
     for step in range(steps):
         p_easy = max(0.0, 1.0 - step / max(1.0, curriculum * steps))
-        va, vb, offs = _vfm_views(step, batch, size, size + 2 * patch, patch, p_easy)
+        va, vb, offs = _vfm_views(step, batch, size, size + 2 * patch, patch, p_easy,
+                                  fresh_colours=objective != 'vicreg')
         x = torch.cat([_to_tensor(va, mean, std), _to_tensor(vb, mean, std)])
         for grp in opt.param_groups:
             grp['lr'] = _lr_at(step, steps, lr, warmup)
@@ -235,9 +345,17 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
         bj = jj.reshape(1, -1) + d[:, 1:]
         valid = (bi >= 0) & (bi < g) & (bj >= 0) & (bj < g)  # [B, g*g]
         tgt = (bi.clamp(0, g - 1) * g + bj.clamp(0, g - 1))
-        za = ta[valid]                                                   # [M, D]
-        zb = torch.gather(tb, 1, tgt.unsqueeze(-1).expand(-1, -1, tb.shape[-1]))[valid]
-        loss = _vicreg(za, zb)
+        if objective == 'detcon':
+            regions = torch.from_numpy(np.stack([colour_regions(a, patch).reshape(-1) for a in va]))
+            loss = _detcon_loss(ta, tb, regions, tgt, valid, head, tau)
+        elif objective == 'cooc':
+            y = torch.from_numpy(cooccurrence_targets(np.concatenate([va, vb]), patch))
+            y = (y.reshape(2 * batch, g * g, -1) - 0.5) * 4  # about unit scale
+            loss = F.mse_loss(head(tok), y)
+        else:
+            za = ta[valid]                                                   # [M, D]
+            zb = torch.gather(tb, 1, tgt.unsqueeze(-1).expand(-1, -1, tb.shape[-1]))[valid]
+            loss = _vicreg(za, zb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

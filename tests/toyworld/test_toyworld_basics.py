@@ -113,3 +113,31 @@ def test_training_prefix_reproduces_manifest_digest(kind):
     model, stats = fn(**hp, stop_after=k, prefix_steps=k, logger=None)
     assert stats['prefix_sha256'] == entry['stats']['prefix_sha256']
     assert T.state_dict_sha256(model) == entry['stats']['prefix_sha256']
+
+
+def test_vfm_targets_come_from_pixels_and_ignore_colour():
+    # The VFM's regression targets (objective 'cooc') are functions of the rendered pixels
+    # only: a recolouring of the same layout and noise gives the same targets, while a shape
+    # class with another texture changes them.  DetCon's pixel-only proposals give every class
+    # of the scene a proposal of its own.
+    from gpua_mmseg.toyworld.probe import patch_labels
+    from gpua_mmseg.toyworld.train import colour_regions, cooccurrence_targets
+    layout = next(sample_layout(0, i) for i in range(50) if len(sample_layout(0, i)['objects']) == 2)
+    noise = lambda: np.random.default_rng(5)  # noqa: E731
+    img1, lab = render(layout, np.random.default_rng(1), noise_rng=noise())
+    img2, _ = render(layout, np.random.default_rng(2), noise_rng=noise())
+    assert np.abs(img1.astype(int) - img2.astype(int)).sum(-1).mean() > 30
+    t1, t2 = cooccurrence_targets(np.stack([img1, img2]), 8)
+    assert t1.shape == (8, 8, 48) and np.array_equal(t1, t2)
+    r1 = colour_regions(img1, 8)
+    pl = patch_labels(lab, 8)
+    for c in np.unique(pl):
+        ids = set(r1[pl == c].tolist())
+        others = set(r1[pl != c].tolist())
+        assert ids - others, f'class {c} has no proposal of its own'
+    other = dict(layout, objects=[dict(o, cls=SHAPE_CLASSES[(SHAPE_CLASSES.index(o['cls']) + 1) % 6])
+                                  for o in layout['objects']])
+    img3, lab3 = render(other, np.random.default_rng(1), noise_rng=noise())
+    t3 = cooccurrence_targets(img3[None], 8)[0]
+    shape = patch_labels(lab3, 8) >= 2
+    assert np.abs(t3[shape] - t1[shape]).mean() > 0.05
