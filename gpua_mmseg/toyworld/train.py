@@ -193,7 +193,8 @@ def colour_regions(image: np.ndarray, patch: int, min_share: float = 0.125) -> n
     generator state is read here: only ``image``.
     """
     s = image.shape[0] // patch
-    codes = (image[:s * patch, :s * patch].astype(np.int64) * np.array([1 << 16, 1 << 8, 1])).sum(-1)
+    rgb = image[:s * patch, :s * patch].astype(np.int64)
+    codes = (rgb * np.array([1 << 16, 1 << 8, 1])).sum(-1)  # one integer per exact colour
     blocks = codes.reshape(s, patch, s, patch).transpose(0, 2, 1, 3).reshape(s * s, -1)
     keys, ids = {}, np.zeros(s * s, dtype=np.int64)
     for n, blk in enumerate(blocks):

@@ -122,7 +122,8 @@ def test_vfm_targets_come_from_pixels_and_ignore_colour():
     # of the scene a proposal of its own.
     from gpua_mmseg.toyworld.probe import patch_labels
     from gpua_mmseg.toyworld.train import colour_regions, cooccurrence_targets
-    layout = next(sample_layout(0, i) for i in range(50) if len(sample_layout(0, i)['objects']) == 2)
+    layout = next(sample_layout(0, i) for i in range(50)
+                  if len(sample_layout(0, i)['objects']) == 2)
     noise = lambda: np.random.default_rng(5)  # noqa: E731
     img1, lab = render(layout, np.random.default_rng(1), noise_rng=noise())
     img2, _ = render(layout, np.random.default_rng(2), noise_rng=noise())
@@ -135,8 +136,8 @@ def test_vfm_targets_come_from_pixels_and_ignore_colour():
         ids = set(r1[pl == c].tolist())
         others = set(r1[pl != c].tolist())
         assert ids - others, f'class {c} has no proposal of its own'
-    other = dict(layout, objects=[dict(o, cls=SHAPE_CLASSES[(SHAPE_CLASSES.index(o['cls']) + 1) % 6])
-                                  for o in layout['objects']])
+    swap = {c: SHAPE_CLASSES[(k + 1) % len(SHAPE_CLASSES)] for k, c in enumerate(SHAPE_CLASSES)}
+    other = dict(layout, objects=[dict(o, cls=swap[o['cls']]) for o in layout['objects']])
     img3, lab3 = render(other, np.random.default_rng(1), noise_rng=noise())
     t3 = cooccurrence_targets(img3[None], 8)[0]
     shape = patch_labels(lab3, 8) >= 2
