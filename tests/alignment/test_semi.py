@@ -86,6 +86,36 @@ def test_adaptive_marginal_estimates_true_frequencies(prior_fits, data, bal):
         assert adaptive < 0.25
 
 
+def test_adaptive_keeps_its_estimate_on_the_hard_problems(data):
+    """The prior check must not undo the EM estimate where it is right (the K = 40 problems)."""
+    for bal, (p, s) in data.items():
+        amap = fit_gpua(s.unpaired_vfm, s.unpaired_clip, p.prototypes,
+                        GPUAConfig(refine_steps=0), seed=0)
+        check = amap.meta['prior_check']
+        assert check['chosen'] == 'adaptive', (bal, check)
+
+
+@pytest.mark.parametrize('kw', [
+    dict(balance=2.0, gap=0.0, sigma_v=2.0, sub_spread=1.5),
+    dict(balance=1.6, gap=0.3, sigma_v=3.0, sub_spread=1.0)])
+def test_prior_check_rescues_a_vfm_whose_clusters_mislead_the_em(kw):
+    """Few classes, two of them dominant, multi-modal in a noisy VFM (the toy world's case):
+    the EM marginal follows VFM sub-clusters instead of classes while CLIP's histogram is
+    nearly right.  The check must notice (the map cannot reproduce the EM plan better than
+    CLIP's) and switch to the CLIP marginal: >= 10 points of accuracy back."""
+    p = make_hard_problem(k=8, n_groups=2, confused=0.0, seed=0, **kw)
+    s = semi_split(p, 0, 10000, 5000)
+    T = p.prototypes
+    fits = {name: fit_gpua(s.unpaired_vfm, s.unpaired_clip, T, GPUAConfig(refine_steps=0, **c),
+                           seed=0)
+            for name, c in (('nocheck', dict(prior_check=False)), ('check', {}),
+                            ('clip', dict(class_prior='clip')))}
+    acc = {k: _map_acc(m, s, T)[0] for k, m in fits.items()}
+    assert fits['check'].meta['prior_check']['chosen'] == 'clip', fits['check'].meta
+    assert acc['check'] >= acc['nocheck'] + 0.10, acc
+    assert acc['check'] == pytest.approx(acc['clip'], abs=0.01), acc
+
+
 @pytest.fixture(scope='module')
 def semi_fits(data):
     res = {}
