@@ -38,7 +38,7 @@ __all__ = ['state_dict_sha256', 'train_clip', 'train_vfm', 'CLIP_DEFAULTS', 'VFM
 
 TRAIN_DATA_SEED = 1000  # training world; evaluation datasets use other seeds
 CLIP_DEFAULTS = dict(steps=1000, batch=128, lr=2e-3, wd=0.05, warmup=50, seed=0)
-VFM_DEFAULTS = dict(steps=400, batch=48, lr=2e-3, wd=0.05, warmup=30, seed=0,
+VFM_DEFAULTS = dict(steps=700, batch=48, lr=2e-3, wd=0.05, warmup=30, seed=0,
                     init_values=0.1, curriculum=0.0, objective='cooc', tau=0.1)
 VFM_OBJECTIVES = ('cooc', 'detcon', 'vicreg')
 
