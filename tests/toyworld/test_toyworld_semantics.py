@@ -10,8 +10,8 @@ VFM (colour-invariant texture-statistics regression) separates classes better th
 15 % and fusion adds little; the GPUA gaps stay strict xfails with the measured numbers.  Even
 the regression *target* itself used as the VFM (probe 77 %) gives GPUA-only 25.9 and fused
 37.6 (seed 1), so the +3 gap also needs the alignment's side (class prior, lead's issue).
-The fault tests need a working GPUA-only run to lose points from, so they are not run until
-then (run=False); they pass their own code path checks when enabled.
+The transposed-grid fault costs >= 3 points of GPUA-only mIoU (a real test); the CLIP-statistics
+and rolled-row faults cost about 1 point with this VFM and are strict xfails with the numbers.
 """
 import os.path as osp
 
@@ -102,8 +102,19 @@ def _clip_statistics(self, images01):
     return (images01 - mean.to(images01.device)) / std.to(images01.device)
 
 
-@pytest.mark.xfail(run=False, reason='needs GPUA-only above CLIP-only first; ' + _VFM_TOO_WEAK)
-@pytest.mark.parametrize('fault', ['transposed_grid', 'clip_statistics', 'rolled_row'])
+# Measured on this test's world (seed 2, GPUA-only 17.7 correct): transposed grid loses >= 3
+# points; CLIP statistics and a one-row roll lose only 1.1 (16.6): the toy VFM's features are
+# region-level (its target averages a 3x3 patch neighbourhood) and barely depend on the input's
+# affine normalisation, so those two faults stay strict xfails until a sharper VFM lands.
+_FAULT_TOO_SMALL = ('issue 10 open: GPUA-only 16.6 vs correct 17.7 on seed 2 (a 1.1-point loss; '
+                    'needs >= 3); docs/toyworld.md')
+
+
+@pytest.mark.parametrize('fault', [
+    'transposed_grid',
+    pytest.param('clip_statistics', marks=pytest.mark.xfail(strict=True, reason=_FAULT_TOO_SMALL)),
+    pytest.param('rolled_row', marks=pytest.mark.xfail(strict=True, reason=_FAULT_TOO_SMALL)),
+])
 def test_vfm_fault_costs_gpua_miou(world, monkeypatch, fault):
     from gpua_mmseg.models.vfm import VFMEncoder
     good = _gpua(world, 0.0)
