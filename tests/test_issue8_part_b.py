@@ -206,7 +206,9 @@ def test_window_accepted_as_mmseg_test_cfg(clip):
 def test_encoder_decoder_matches_gpua_segmentor(clip, vfms, tmp_path, patch):
     vfm = vfms[patch]
     path = artifact(tmp_path / 'a.safetensors', clip, vfm)
-    seg = segmentor(clip, vfm, path, lam=0.7)
+    # MMSeg's slide_inference hands the backbone one crop at a time: the EncoderDecoder form
+    # is the segmentor's vfm_window='crop'
+    seg = segmentor(clip, vfm, path, lam=0.7, vfm_window='crop')
     from mmengine.registry import init_default_scope
     init_default_scope('mmseg')        # as default_runtime.py's default_scope does
     encdec = MODELS.build(ConfigDict(

@@ -59,6 +59,10 @@ class GPUATwoTowerBackbone(BaseModule):
         class_names, templates: the vocabulary (anything ``Vocabulary.parse`` accepts) and the
             prompt templates of the text classifier.
 
+    MMSeg's ``slide_inference`` calls the backbone once per crop, so in this form the VFM
+    always sees the CLIP crop: it is ``GPUASegmentor(vfm_window='crop')`` (the segmentor's
+    default, ``'whole'``, needs the whole image and is not available here).
+
     ``forward(inputs)`` takes ``[B, 3, H, W]`` RGB in 0..255 (MMSeg's ``SegDataPreProcessor``
     with mean 0 / std 1) and returns ``(clip [B, dc, H/p, W/p], vfm [B, dv, hv, wv] or None,
     text [Q, dc] L2-normalised, query_to_class [Q] int64)``.  A side that is not a multiple of a
