@@ -41,6 +41,8 @@ def child(args):
     cfg = GPUAConfig(chunk_size=args.chunk, device=args.device)
     if args.refine_steps is not None:
         cfg.refine_steps = args.refine_steps
+    if args.old_refine:         # the refinement as it was before issue 13 (the paper's steps)
+        cfg.refine_steps, cfg.refine_batch_size, cfg.refine_retract_tol = 200, 2048, 1e-6
     t0 = time.perf_counter()
     amap = fit_gpua(src, None, prob.prototypes, cfg, seed=0)
     wall = time.perf_counter() - t0
@@ -52,7 +54,8 @@ def child(args):
                err_full=prob.recovery_error(amap.W), err_span=prob.recovery_error(amap.W, True),
                acc_clip=acc(l2n(c) @ T.T), acc_gpua=acc(amap.logits(v, T)),
                orth=amap.orthogonality_error(), timings=amap.meta['timings_s'],
-               refine_steps=cfg.refine_steps,
+               refine_steps=f'{cfg.refine_steps} x {cfg.refine_batch_size}, tol '
+                            f'{cfg.refine_retract_tol:g}',
                threads=torch.get_num_threads())
     print('RESULT ' + json.dumps(out))
 
@@ -163,9 +166,11 @@ def main():
     p.add_argument('--device', default=None)
     p.add_argument('--refine-steps', type=int, default=None,
                    help='GPUAConfig.refine_steps for every row (default: the config default)')
-    p.add_argument('--refine-ab', type=int, nargs='?', const=200, default=None, metavar='STEPS',
-                   help='side by side: each N fitted with STEPS (default 200, the paper) and '
-                        'with the default refinement steps; prints the refinement-stage ratio')
+    p.add_argument('--refine-ab', action='store_true',
+                   help='side by side: each N fitted with the refinement as it was (200 steps '
+                        'x 2048 rows, retraction tol 1e-6) and with the defaults; prints the '
+                        'refinement-stage ratio')
+    p.add_argument('--old-refine', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.semi:
@@ -179,15 +184,17 @@ def main():
         args.n = int(args.n[0])
         return child(args)
     rows = []
-    variants = [args.refine_steps] if args.refine_ab is None else [args.refine_ab, None]
+    variants = [True, False] if args.refine_ab else [None]
     for n in args.n:
-        for steps in variants:
+        for old_refine in variants:
             cmd = [sys.executable, __file__, '--child', '--n', str(int(n)), '--dv', str(args.dv),
                    '--dc', str(args.dc), '--k', str(args.k), '--chunk', str(args.chunk)]
             if args.device:
                 cmd += ['--device', args.device]
-            if steps is not None:
-                cmd += ['--refine-steps', str(steps)]
+            if args.refine_steps is not None:
+                cmd += ['--refine-steps', str(args.refine_steps)]
+            if old_refine:
+                cmd += ['--old-refine']
             res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
             line = [ln for ln in res.stdout.splitlines() if ln.startswith('RESULT ')]
             if res.returncode != 0 or not line:
@@ -199,7 +206,7 @@ def main():
                   f'{r["wall_s"]:.1f}s', file=sys.stderr)
     print(f'\nGPUA fit, dv={args.dv} dc={args.dc} K={args.k}, {rows[0]["threads"]} threads, '
           f'device={args.device or "cpu"}\n')
-    print('| N | refine steps | fit wall (s) | of which data generation (s) | s per 1e5 | peak RSS (GB) | '
+    print('| N | refinement (steps x batch, tol) | fit wall (s) | of which data generation (s) | s per 1e5 | peak RSS (GB) | '
           'stages: init / sinkhorn / centroids / procrustes / refine (s) | '
           '‖W−Q‖/√dc (span of prototypes) | ‖W−Q‖/√dc (full) | acc CLIP → GPUA | max|WᵀW−I| |')
     print('|---|---|---|---|---|---|---|---|---|---|---|')
@@ -214,13 +221,13 @@ def main():
               f'{r["err_full"]:.3f} | {r["acc_clip"]:.3f} → {r["acc_gpua"]:.3f} | '
               f'{r["orth"]:.1e} |')
 
-    if args.refine_ab is not None:
+    if args.refine_ab:
         print('\nRefinement stage, side by side (same N, same data): ')
         for a, b in zip(rows[::2], rows[1::2]):
             ta, tb = a['timings']['refine'], b['timings']['refine']
-            print(f'* N={a["n"]:,d}: {a["refine_steps"]} steps {ta:.1f} s (span error '
-                  f'{a["err_span"]:.3f}) vs {b["refine_steps"]} steps {tb:.1f} s (span error '
-                  f'{b["err_span"]:.3f}): ratio {tb / max(ta, 1e-9):.2f}')
+            print(f'* N={a["n"]:,d}: before ({a["refine_steps"]}) {ta:.1f} s, span error '
+                  f'{a["err_span"]:.3f}; now ({b["refine_steps"]}) {tb:.1f} s, span error '
+                  f'{b["err_span"]:.3f}: ratio {tb / max(ta, 1e-9):.2f}')
 
 
 if __name__ == '__main__':

@@ -47,16 +47,18 @@ def retract_stiefel(W: Tensor, tol: float = 1e-6, max_iters: int = 6) -> Tensor:
     return X if tall else X.T
 
 
-def stiefel_step(loss: Tensor, W: Tensor, opt: torch.optim.Optimizer, sched=None) -> None:
+def stiefel_step(loss: Tensor, W: Tensor, opt: torch.optim.Optimizer, sched=None,
+                 tol: float = 1e-6) -> None:
     """One optimiser step on ``loss`` followed by the retraction of the parameter ``W`` onto the
-    Stiefel manifold, so the map stays orthogonal after every step (not only at the end)."""
+    Stiefel manifold, so the map stays orthogonal after every step (not only at the end):
+    ``max|W^T W - I| < tol`` (checked) after the step."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     if sched is not None:
         sched.step()
     with torch.no_grad():
-        W.copy_(retract_stiefel(W.detach()))
+        W.copy_(retract_stiefel(W.detach(), tol=tol))
 
 
 def procrustes(A: Tensor, B: Tensor, weights: Optional[Tensor] = None) -> Tensor:
