@@ -2,6 +2,7 @@
 the fit must build ProxyCLIP with its VFM (its attention reads the VFM tokens), share that one
 VFM for the GPUA rows, and write an artifact the GPUA + ProxyCLIP model accepts."""
 import os.path as osp
+import runpy
 import subprocess
 import sys
 
@@ -46,12 +47,8 @@ def toy(tmp_path_factory):
 
 
 def _main():
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
-    try:
-        import fit_alignment
-    finally:
-        sys.path.pop(0)
-    return fit_alignment.main
+    # the tool as a script (no sys.path edit), as tests/test_gpua_e2e.py does
+    return runpy.run_path(osp.join(ROOT, 'tools', 'fit_alignment.py'))['main']
 
 
 def test_build_fit_models_keeps_proxyclips_vfm(toy, tmp_path):
