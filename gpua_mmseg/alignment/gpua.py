@@ -12,7 +12,7 @@ then exact softmaxes for every patch), and refinement mini-batches are drawn fro
 """
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence
 
 import torch
@@ -21,6 +21,7 @@ from ..version import __version__
 from ._checks import (FeatureStream, check_int, check_nonneg, check_positive, check_prototypes,
                       flush_subnormal_, l2n)
 from .artifact import AlignmentMap, vocabulary_hash
+from .em import procrustes_cosines, self_train_map
 from .linalg import orthogonality_error, polar, stiefel_step
 from .ot import sinkhorn
 
@@ -298,11 +299,10 @@ def estimate_correspondence(stream: FeatureStream, T: Tensor, cfg: GPUAConfig, s
     pool_q = pool.result()
     mu = l2n((best_val[..., None] * best_q).sum(0))                   # [K, dq]
     z_mean = (z_sum / N).float()
-    if cfg.class_prior == 'clip':
-        prior = z_mean.clamp_min(cfg.prior_floor / K)
-        prior = prior / prior.sum()
-    else:
-        prior = torch.full((K,), 1.0 / K, device=T.device)
+    clip_prior = z_mean.clamp_min(cfg.prior_floor / K)      # CLIP's histogram, floored
+    clip_prior = clip_prior / clip_prior.sum()
+    uniform = torch.full((K,), 1.0 / K, device=T.device)
+    prior = clip_prior if cfg.class_prior == 'clip' else uniform
     rho = cfg.unbalanced_rho if cfg.class_prior == 'unbalanced' else None
     timings['init'] = time.perf_counter() - t0
 
@@ -313,10 +313,9 @@ def estimate_correspondence(stream: FeatureStream, T: Tensor, cfg: GPUAConfig, s
                                       timings)
     if adaptive and cfg.prior_check:
         t1 = time.perf_counter()
-        uniform = torch.full((K,), 1.0 / K, device=T.device)
-        clip = z_mean.clamp_min(cfg.prior_floor / K)
-        cands = {'adaptive': prior, 'uniform': uniform, 'clip': clip / clip.sum()}
-        agree = {k: _map_plan_agreement(T, mu, pool_q, b, cfg) for k, b in cands.items()}
+        cands = {'adaptive': prior, 'uniform': uniform, 'clip': clip_prior}
+        _, RT = torch.linalg.qr(T.double().T)
+        agree = {k: _map_plan_agreement(T, RT, mu, pool_q, b, cfg) for k, b in cands.items()}
         best = max(agree, key=agree.get)
         chosen = best if agree[best] > agree['adaptive'] + cfg.prior_check_margin else 'adaptive'
         timings['prior_check'] = time.perf_counter() - t1
@@ -376,80 +375,19 @@ def _outer_iterations(corr: Correspondence, pool_q: Tensor, prior: Tensor, adapt
     return pool_P, prior
 
 
-def _map_plan_agreement(T: Tensor, mu0: Tensor, pool_q: Tensor, b: Tensor,
+def _map_plan_agreement(T: Tensor, RT: Tensor, mu0: Tensor, pool_q: Tensor, b: Tensor,
                         cfg: GPUAConfig) -> float:
     """The prior check of ``class_prior='adaptive'`` (see :class:`GPUAConfig`) for one fixed
     marginal ``b [K]``: stage 1 from the initial centroids ``mu0`` on the first ``prior_rows``
     pool rows (the pool is shuffled: a prefix is a uniform sample), then the share of those
     rows whose orthogonal-map prediction ``argmax cos(v W_b, T)`` equals the plan's argmax
-    (``W_b``: the weighted Procrustes map fitted to that plan)."""
+    (``W_b``: the weighted Procrustes map fitted to that plan); ``T^T = Q RT`` (thin QR)."""
     K, dc = T.shape
     sub = pool_q[:min(pool_q.shape[0], cfg.prior_rows)]
     corr = Correspondence(T, mu0, torch.zeros(K, device=T.device), cfg)
     P, _ = _outer_iterations(corr, sub, b, False, cfg.outer_iters, None, None, cfg, {})
-    _, RT = torch.linalg.qr(T.double().T)
-    L, _ = _procrustes_cosines(sub[:, dc:], P, RT)
+    L, _ = procrustes_cosines(sub[:, dc:], P, RT)
     return float((L.argmax(1) == P.argmax(1)).float().mean())
-
-
-def _procrustes_cosines(v_hat: Tensor, R: Tensor, RT: Tensor,
-                        anchor: Optional[Tensor] = None) -> Tensor:
-    """``(cos(v_hat W, T) [n, K], G [dv, K])`` for unit rows ``v_hat``, with
-    ``W = polar(G T)``, ``G = v_hat^T (w R) + anchor``, ``w = max_k R_pk`` and ``T^T = Q RT``
-    (thin QR); W is never formed (see :func:`self_train_map`)."""
-    w = R.max(1).values
-    G = (v_hat.T @ (R * w[:, None])).double()
-    if anchor is not None:
-        G = G + anchor
-    U, _, Vh = torch.linalg.svd(G @ RT.T, full_matrices=False)
-    return v_hat @ (U @ (Vh @ RT)).float(), G
-
-
-def self_train_map(v_hat: Tensor, R: Tensor, T: Tensor, prior: Tensor, steps: int,
-                   temperature: float, floor: float, anchor: Optional[Tensor] = None,
-                   fixed_prior: bool = False, return_map: bool = True):
-    """EM self-training of an orthogonal map and of the class marginal in VFM space.
-
-    Alternates ``W = polar(v_hat^T (w * R) T + anchor T)`` (weighted Procrustes on the soft
-    assignments ``R``, weights ``w = max_k R_pk``), ``R = softmax(temperature * cos(v_hat W, T)
-    + log b)`` (the posterior under mixture weights ``b``) and ``b = mean_p R_p`` (the EM update
-    of the mixture weights, floored at ``floor / K``).
-
-    The iterations never form the ``[dv, dc]`` map.  With ``T^T = Q R_T`` (thin QR) the
-    Procrustes matrix is ``M = G T = (G R_T^T) Q^T``, so the SVD of the small ``B = G R_T^T
-    [dv, K]`` gives M's singular vectors, and ``v_hat W T^T = v_hat U V^T R_T`` exactly (the
-    completion of a rank-K polar factor is orthogonal to the prototypes).  The cosine uses
-    ``||v_hat W|| = ||v_hat|| = 1``: exact when dv <= dc; when dv > dc the true norm depends
-    on the arbitrary completion of the rank-K polar factor, which this choice ignores.
-    Cost per step: two ``[n, dv] x [dv, K]`` GEMMs and a ``[dv, K]`` SVD instead of a
-    ``[dv, dc]`` SVD and an ``[n, dv] x [dv, dc]`` GEMM (a 768 x 512 float64 SVD was most of the
-    adaptive prior's time).
-
-    Args:
-        v_hat: normalised VFM rows [n, dv].   R: initial soft assignments [n, K] (rows sum 1).
-        T: normalised prototypes [K, dc].     prior: initial marginal [K] (sums to 1).
-        steps: EM steps.   temperature: scale of the cosines (unit: 1 / cosine).
-        floor: every class keeps at least ``floor / K`` of the mass.
-        anchor: optional extra ``[dv, K]`` Procrustes statistic (labelled pairs).
-        fixed_prior: keep ``b = prior`` (no marginal update).
-        return_map: form the last step's map ``W`` (one ``[dv, dc]`` SVD); else ``W`` is None.
-
-    Returns:
-        ``(b [K], W [dv, dc] or None, R [n, K])``.
-    """
-    K = T.shape[0]
-    b, G = prior.clone(), None
-    T64 = T.double()
-    Q, RT = torch.linalg.qr(T64.T)                       # T^T = Q RT; Q [dc, r], RT [r, K]
-    for _ in range(max(0, int(steps))):
-        L, G = _procrustes_cosines(v_hat, R, RT, anchor)
-        R = flush_subnormal_(torch.softmax(L.mul_(temperature)
-                                           + b.clamp_min(1e-30).log(), dim=1))
-        if not fixed_prior:
-            b = R.mean(0).clamp_min(floor / K)
-            b = b / b.sum()
-    W = polar(G @ T64).float() if (return_map and G is not None) else None
-    return b, W, R
 
 
 def _reestimate_prior(pool_v: Tensor, pool_P: Tensor, T: Tensor, prior: Tensor,

@@ -5,7 +5,7 @@ Convention: for a score (affinity) matrix ``S [n, m]`` and regularisation ``eps`
 ``log P_ij = S_ij / eps + alpha_i + beta_j``.  Everything runs in the log domain so that small
 ``eps`` never under/overflows.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 

@@ -20,7 +20,8 @@ from ..version import __version__
 from ._checks import (FeatureStream, as_labels, check_int, check_matrix, check_nonneg,
                       check_positive, check_prototypes, l2n)
 from .artifact import AlignmentMap, vocabulary_hash
-from .gpua import GPUAConfig, _Reservoir, estimate_correspondence, self_train_map
+from .em import self_train_map
+from .gpua import GPUAConfig, _Reservoir, estimate_correspondence
 from .linalg import orthogonality_error, polar, stiefel_step
 from .ot import klot, sinkhorn
 
@@ -33,7 +34,7 @@ class SOTAlignConfig:
     CLIP-aware semi-supervised path and the safeguard of issue 9).
 
     ``class_prior`` -- the column marginal of every OT plan on unpaired data: ``'adaptive'``
-    (default; EM re-estimate in VFM space, see :func:`gpua.self_train_map`), ``'uniform'`` (the
+    (default; EM re-estimate in VFM space, see :func:`em.self_train_map`), ``'uniform'`` (the
     paper; forces a flat predicted class histogram) or ``'pairs'`` (label frequencies of the
     pairs).  ``select`` -- ``'cv'`` (default): ``cv_folds``-fold cross-validation on the pairs
     picks the final map among the candidates (teacher, refined / GPUA / semi-supervised), so
