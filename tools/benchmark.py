@@ -20,7 +20,7 @@ segmentor, and every case is timed with both crop-batch settings.
 import argparse
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -158,6 +158,30 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
+def _interleaved_seconds(segs: Dict[str, GPUASegmentor], images: torch.Tensor, warmup: int,
+                         device: torch.device, on_timed_start: Optional[Callable] = None
+                         ) -> Dict[str, float]:
+    """Seconds of ``predict`` per segmentor over ``images [n, 3, H, W]`` (after ``warmup``
+    untimed images), the segmentors taking turns image by image so drift hits all alike;
+    ``on_timed_start()`` runs once before the first timed image."""
+    h, w = images.shape[-2:]
+    totals = {n: 0.0 for n in segs}
+    with torch.no_grad():
+        for i in range(warmup + len(images)):
+            img = images[i % len(images)][None]
+            if i == warmup and on_timed_start is not None:
+                on_timed_start()
+            for name, seg in segs.items():
+                sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+                _sync(device)
+                t = time.perf_counter()
+                seg.predict(img, [sample])
+                _sync(device)
+                if i >= warmup:
+                    totals[name] += time.perf_counter() - t
+    return totals
+
+
 def time_case(seg: GPUASegmentor, images: torch.Tensor, crop_batch_size: int, warmup: int):
     """Images/s of ``seg.predict`` one image at a time (batch 1, as in evaluation) and the
     per-image class scores (for the equality check between settings)."""
@@ -288,21 +312,10 @@ def gpua_cases(args, shared) -> List[Case]:
 
     g = torch.Generator().manual_seed(args.seed + 3)
     images = (torch.rand((args.n_images, 3) + tuple(args.size), generator=g) * 255).to(device)
-    h, w = images.shape[-2:]
-    totals = {n: 0.0 for n in segs}
-    with torch.no_grad():
-        for i in range(args.warmup + args.n_images):
-            img = images[i % len(images)][None]
-            if i == args.warmup:
-                head.gpua_logits = timed_gpua_logits   # only timed images count
-            for name, seg in segs.items():
-                sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
-                _sync(device)
-                t = time.perf_counter()
-                seg.predict(img, [sample])
-                _sync(device)
-                if i >= args.warmup:
-                    totals[name] += time.perf_counter() - t
+    def start_timing():
+        head.gpua_logits = timed_gpua_logits           # only timed images count
+
+    totals = _interleaved_seconds(segs, images, args.warmup, device, start_timing)
     del head.gpua_logits                               # back to the class method
     n = args.n_images
     base_s, fused_s = totals['sclip'] / n, totals['sclip+gpua'] / n
@@ -343,19 +356,7 @@ def proxyclip_cases(args, shared) -> List[Case]:
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(args.seed + 5)
     images = (torch.rand((args.n_images, 3) + tuple(args.size), generator=g) * 255).to(device)
-    h, w = images.shape[-2:]
-    totals = {n: 0.0 for n in segs}
-    with torch.no_grad():
-        for i in range(args.warmup + args.n_images):
-            img = images[i % len(images)][None]
-            for name, seg in segs.items():
-                sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
-                _sync(device)
-                t = time.perf_counter()
-                seg.predict(img, [sample])
-                _sync(device)
-                if i >= args.warmup:
-                    totals[name] += time.perf_counter() - t
+    totals = _interleaved_seconds(segs, images, args.warmup, device)
     n = args.n_images
     base_s, fused_s = totals['proxyclip'] / n, totals['proxyclip+gpua'] / n
     print(f'| GPUA on ProxyCLIP side by side | ProxyCLIP {base_s * 1e3:.1f} ms/img | '
