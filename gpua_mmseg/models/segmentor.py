@@ -147,8 +147,8 @@ class GPUASegmentor(BaseSegmentor):
             overlaps averaged).  The fit's feature extraction uses the same setting
             (:class:`~gpua_mmseg.models.vfm.VFMWindowTokens` is the one code path).
             ``None`` (default): ``DEFAULT_VFM_WINDOW`` (``'whole'``: on the toy world at
-            9 CLIP crops per image GPUA-fused mIoU moved 43.32 -> 43.24 against ``'crop'``,
-            GPUA alone 20.8 -> 17.3; on CPU at 336 x 448 GPUA + SCLIP costs 1.55x SCLIP
+            9 CLIP crops per image GPUA-fused mIoU moved 44.50 -> 44.48 against ``'crop'``,
+            GPUA alone 46.9 -> 43.6; on CPU at 336 x 448 GPUA + SCLIP costs 1.55x SCLIP
             instead of 2.01x, docs/bench_speed_cpu.md), and ``'crop'`` for
             ProxyCLIP, whose attention reads the VFM tokens of its own crop
             (``clip_mode='proxyclip'`` accepts only ``'crop'``; GPUA on it shares that one VFM

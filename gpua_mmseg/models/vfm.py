@@ -11,6 +11,8 @@ how its input is normalised and how the patch tokens are cut out of ``forward_fe
   timm-layout files load unchanged. ``.safetensors`` and ``torch.save`` files are accepted.
 * The encoder normalises with the model's *own* ``pretrained_cfg`` statistics (ImageNet for
   DINO). CLIP statistics would shift every DINO feature (a bug of the GPUA reference code).
+  ``pretrained_cfg_overlay=dict(mean=..., std=...)`` (timm's own mechanism) overrides them for
+  weights trained with other statistics (the toy world's VFM).
 """
 import hashlib
 import math
@@ -26,7 +28,7 @@ from .sliding import resize_to_patch_multiple
 __all__ = ['VFMEncoder', 'build_vfm_encoder', 'VFMWindowTokens', 'check_vfm_window',
            'vfm_windows_of', 'DEFAULT_VFM_MAX_TOKENS']
 
-_CFG_KEYS = ('name', 'pretrained', 'model_kwargs')
+_CFG_KEYS = ('name', 'pretrained', 'model_kwargs', 'pretrained_cfg_overlay')
 
 
 def _resolve_checkpoint(name: str, pretrained: Union[bool, str, os.PathLike, None]) -> Optional[str]:
@@ -51,8 +53,35 @@ def _resolve_checkpoint(name: str, pretrained: Union[bool, str, os.PathLike, Non
     return path
 
 
+def _check_cfg_overlay(name: str, overlay) -> Dict[str, Any]:
+    """Validate ``vfm.pretrained_cfg_overlay`` -> a plain dict (``mean`` / ``std``: 3 numbers,
+    ``std`` > 0; the weights file is ``vfm.pretrained``, never ``file`` here)."""
+    if overlay is None:
+        return {}
+    if not isinstance(overlay, dict):
+        raise ValueError(f'VFM {name!r}: vfm.pretrained_cfg_overlay must be a dict such as '
+                         f'dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), got {overlay!r}')
+    overlay = dict(overlay)
+    if 'file' in overlay:
+        raise ValueError(f'VFM {name!r}: give the weights file as vfm.pretrained, not '
+                         'vfm.pretrained_cfg_overlay.file')
+    for key in ('mean', 'std'):
+        if key in overlay:
+            v = overlay[key]
+            ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                and (x > 0 or key == 'mean') for x in v)
+            if not ok:
+                raise ValueError(f'VFM {name!r}: vfm.pretrained_cfg_overlay.{key} must be 3 '
+                                 f'finite numbers{" > 0" if key == "std" else ""} (one per RGB '
+                                 f'channel, images in 0..1), got {v!r}')
+            overlay[key] = tuple(float(x) for x in v)
+    return overlay
+
+
 def _create_timm_model(name: str, pretrained: Union[bool, str, None], checkpoint: Optional[str],
-                       model_kwargs: Dict[str, Any]) -> nn.Module:
+                       model_kwargs: Dict[str, Any],
+                       cfg_overlay: Optional[Dict[str, Any]] = None) -> nn.Module:
     """``timm.create_model`` with clear errors for missing weights and mismatched checkpoints."""
     import timm  # heavy; imported lazily so that importing gpua_mmseg.models stays light
 
@@ -72,17 +101,21 @@ def _create_timm_model(name: str, pretrained: Union[bool, str, None], checkpoint
                 f'VFM {name!r}: set {key!r} through vfm.pretrained, not vfm.model_kwargs')
     kwargs['dynamic_img_size'] = True
     kwargs.setdefault('num_classes', 0)  # only the token features are used; no classifier head
+    overlay = dict(cfg_overlay or {})
 
     if checkpoint is not None:
         try:
             return timm.create_model(name, pretrained=True,
-                                     pretrained_cfg_overlay=dict(file=checkpoint), **kwargs)
+                                     pretrained_cfg_overlay=dict(overlay, file=checkpoint),
+                                     **kwargs)
         except (RuntimeError, KeyError, ValueError) as err:
             raise ValueError(
                 f'checkpoint {checkpoint} does not fit the timm model {name!r} '
                 f'(model_kwargs={model_kwargs}): {err}\nCheck that the file holds weights of '
                 'this architecture (timm layout or Meta\'s original DINOv3 layout) and that '
                 'vfm.name / vfm.model_kwargs describe the same model size.') from err
+    if overlay:
+        kwargs['pretrained_cfg_overlay'] = overlay
     if pretrained is True:
         try:
             return timm.create_model(name, pretrained=True, **kwargs)
@@ -102,6 +135,8 @@ class VFMEncoder(nn.Module):
         pretrained: ``True`` | ``False`` | ``None`` | path to a local checkpoint (see module doc).
         model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. tiny widths for
             tests). ``dynamic_img_size=True`` is always set.
+        pretrained_cfg_overlay: optional timm ``pretrained_cfg`` entries, e.g. the ``mean`` /
+            ``std`` (RGB, images in 0..1) the weights were trained with.
 
     Attributes:
         model: the unmodified timm model (frozen, kept in eval mode).
@@ -113,7 +148,8 @@ class VFMEncoder(nn.Module):
     """
 
     def __init__(self, name: str, pretrained: Union[bool, str, None] = True,
-                 model_kwargs: Optional[Dict[str, Any]] = None):
+                 model_kwargs: Optional[Dict[str, Any]] = None,
+                 pretrained_cfg_overlay: Optional[Dict[str, Any]] = None):
         super().__init__()
         if not isinstance(name, str) or not name:
             raise ValueError(f'vfm.name must be a non-empty timm model name, got {name!r}')
@@ -125,7 +161,9 @@ class VFMEncoder(nn.Module):
             pretrained = resolve_vfm_weights(name, True)
         self.pretrained = pretrained
         self.checkpoint = _resolve_checkpoint(name, pretrained)
-        self.model = _create_timm_model(name, pretrained, self.checkpoint, model_kwargs or {})
+        overlay = _check_cfg_overlay(name, pretrained_cfg_overlay)
+        self.model = _create_timm_model(name, pretrained, self.checkpoint, model_kwargs or {},
+                                        overlay)
         self.model.requires_grad_(False)
         self.model.eval()
 
@@ -230,7 +268,8 @@ def build_vfm_encoder(cfg: Union[Dict[str, Any], VFMEncoder]) -> VFMEncoder:
 
     Args:
         cfg: ``dict(name=<timm name>, pretrained=True | False | None | path,
-            model_kwargs=dict(...))``; ``pretrained`` defaults to ``True``.
+            model_kwargs=dict(...), pretrained_cfg_overlay=dict(mean=..., std=...))``;
+            ``pretrained`` defaults to ``True``.
     """
     if isinstance(cfg, VFMEncoder):
         return cfg
@@ -244,7 +283,8 @@ def build_vfm_encoder(cfg: Union[Dict[str, Any], VFMEncoder]) -> VFMEncoder:
     if 'name' not in cfg:
         raise ValueError("vfm config needs a timm model 'name', e.g. "
                          "dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=True)")
-    return VFMEncoder(cfg['name'], cfg.get('pretrained', True), cfg.get('model_kwargs'))
+    return VFMEncoder(cfg['name'], cfg.get('pretrained', True), cfg.get('model_kwargs'),
+                      cfg.get('pretrained_cfg_overlay'))
 
 
 # ---------------------------------------------------------------------------- VFM window

@@ -189,3 +189,34 @@ def test_any_size_is_resized_to_whole_patches(name, size, grid):
     resized = torch.nn.functional.interpolate(x, size=(grid[0] * p, grid[1] * p),
                                               mode='bilinear', align_corners=False)
     torch.testing.assert_close(feats, enc.patch_features(resized))
+
+
+def test_pretrained_cfg_overlay_sets_the_input_statistics(tmp_path):
+    # weights trained with other statistics (the toy world's VFM: pixels as they are) declare
+    # them through timm's own pretrained_cfg overlay, with or without a local checkpoint
+    stats = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    enc = build_vfm_encoder(dict(name=DINOV3, pretrained=False, model_kwargs=TINY,
+                                 pretrained_cfg_overlay=stats))
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(enc.normalize(x), x)
+    assert enc.describe()['mean'] == [0.0] * 3 and enc.describe()['std'] == [1.0] * 3
+    path = str(tmp_path / 'w.safetensors')
+    save_file({k: v.contiguous() for k, v in enc.model.state_dict().items()}, path)
+    loaded = build_vfm_encoder(dict(name=DINOV3, pretrained=path, model_kwargs=TINY,
+                                    pretrained_cfg_overlay=dict(mean=[0.5] * 3, std=[0.25] * 3)))
+    assert torch.allclose(loaded.normalize(torch.full((1, 3, 2, 2), 0.75)), torch.ones(1, 3, 2, 2))
+    assert torch.equal(loaded.model.patch_embed.proj.weight, enc.model.patch_embed.proj.weight)
+    # without the overlay: the model's own (ImageNet) statistics
+    assert torch.allclose(_tiny().mean, torch.tensor(IMAGENET_MEAN))
+
+
+@pytest.mark.parametrize('overlay, needle', [
+    (dict(std=(0.0, 1.0, 1.0)), 'pretrained_cfg_overlay.std must be 3 finite numbers > 0'),
+    (dict(mean=(0.5, 0.5)), 'pretrained_cfg_overlay.mean must be 3 finite numbers'),
+    (dict(file='/x.safetensors'), 'give the weights file as vfm.pretrained'),
+    ([0.5, 0.5, 0.5], 'must be a dict'),
+])
+def test_bad_pretrained_cfg_overlay_is_named(overlay, needle):
+    with pytest.raises(ValueError, match=needle.replace('.', r'\.')):
+        build_vfm_encoder(dict(name=DINOV3, pretrained=False, model_kwargs=TINY,
+                               pretrained_cfg_overlay=overlay))

@@ -79,6 +79,8 @@ def test_configs_repeat_the_architectures():
         if n.startswith('gpua'):
             assert cfg.model.vfm.name == M.TOY_VFM_NAME
             assert cfg.model.vfm.model_kwargs.to_dict() == M.TOY_VFM_KWARGS
+            assert {k: tuple(v) for k, v in cfg.model.vfm.pretrained_cfg_overlay.items()} == \
+                M.TOY_VFM_CFG_OVERLAY
     assert cfgs['gpua_scclip'].model.clip_mode_cfg == cfgs['scclip'].model.clip_mode_cfg
     assert cfgs['gpua_sclip'].model.clip_mode == 'sclip'
 
@@ -142,3 +144,30 @@ def test_vfm_targets_come_from_pixels_and_ignore_colour():
     t3 = cooccurrence_targets(img3[None], 8)[0]
     shape = patch_labels(lab3, 8) >= 2
     assert np.abs(t3[shape] - t1[shape]).mean() > 0.05
+
+
+def test_vfm_cluster_codebook_is_deterministic_and_separates_textures():
+    # The shipped objective ('cluster') classifies every patch into the k-means cluster of its
+    # texture statistics: pixels only (a recolouring keeps every cluster id), deterministic,
+    # and the clusters follow the textures (each shape class of a scene gets clusters that the
+    # other classes of the scene do not use on most of their patches).
+    import torch
+    from gpua_mmseg.toyworld.probe import patch_labels
+    from gpua_mmseg.toyworld.train import COOC_OFFSETS, cluster_codebook, cooccurrence_targets
+    cb = cluster_codebook(16, n_scenes=60)
+    assert torch.equal(cb, cluster_codebook(16, n_scenes=60)) and cb.shape == (16, 24)
+    layout = next(sample_layout(0, i) for i in range(50)
+                  if len(sample_layout(0, i)['objects']) == 2)
+    noise = lambda: np.random.default_rng(5)  # noqa: E731
+    imgs = [render(layout, np.random.default_rng(s), noise_rng=noise()) for s in (1, 2)]
+
+    def ids(img):
+        st = cooccurrence_targets(img[None], 8)[0, ..., :len(COOC_OFFSETS)]
+        return torch.cdist(torch.from_numpy(st).reshape(-1, st.shape[-1]), cb).argmin(1)
+    a, b = ids(imgs[0][0]), ids(imgs[1][0])
+    assert torch.equal(a, b)
+    pl = torch.from_numpy(patch_labels(imgs[0][1], 8)).reshape(-1)
+    for c in pl.unique().tolist():
+        if c in SHAPE_CLASSES:
+            own = torch.bincount(a[pl == c], minlength=16).argmax()
+            assert (a[pl != c] == own).float().mean() < 0.5, CLASSES[c]

@@ -4,14 +4,9 @@ Runs tools/fit_alignment.py and tools/test.py in-process on a freshly generated 
 (tmp dir, deterministic) and checks the mIoU gaps of issue 10, including three deliberate
 faults in the VFM token path, each of which must cost GPUA-only mIoU.
 
-Status (docs/toyworld.md): the toy CLIP passes (SCLIP 36 % vs 8 % chance).  The label-free toy
-VFM (colour-invariant texture-statistics regression) separates classes better than before
-(nearest-class-mean probe 38 %, was 26 %) but still worse than CLIP's 62 %, so GPUA-only is
-15 % and fusion adds little; the GPUA gaps stay strict xfails with the measured numbers.  Even
-the regression *target* itself used as the VFM (probe 77 %) gives GPUA-only 25.9 and fused
-37.6 (seed 1), so the +3 gap also needs the alignment's side (class prior, lead's issue).
-The transposed-grid fault costs >= 3 points of GPUA-only mIoU (a real test); the CLIP-statistics
-and rolled-row faults cost about 1 point with this VFM and are strict xfails with the numbers.
+The shipped VFM (timm DINOv3 architecture, width 128, trained label-free to predict the
+k-means cluster of each patch's colour-invariant texture statistics) separates the classes
+better than the toy CLIP, as DINO does in the real setting; numbers in docs/toyworld.md.
 """
 import os.path as osp
 
@@ -64,17 +59,11 @@ def test_clip_only_beats_chance(world):
     assert clip >= chance + 5, f'SCLIP {clip:.1f} vs chance {chance:.1f}'
 
 
-_VFM_TOO_WEAK = ('issue 10 open: toy VFM probe 38 % < toy CLIP 62 %; measured on seed 1: '
-                 'GPUA-only 15.1, fused(0.9) 36.5 vs SCLIP 36.3 (docs/toyworld.md)')
-
-
-@pytest.mark.xfail(strict=True, reason=_VFM_TOO_WEAK)
 def test_gpua_only_beats_clip(world):
     clip, gpua = _clip_only(world), _gpua(world, 0.0)
     assert gpua >= clip + 3, f'GPUA-only {gpua:.1f} vs SCLIP {clip:.1f}'
 
 
-@pytest.mark.xfail(strict=True, reason=_VFM_TOO_WEAK)
 def test_gpua_fused_at_config_lambda_beats_clip(world):
     from mmengine.config import Config
     lam = Config.fromfile(E.config_path('gpua_sclip')).model.decode_head.fusion_weight
@@ -103,19 +92,7 @@ def _clip_statistics(self, images01):
     return (images01 - mean.to(images01.device)) / std.to(images01.device)
 
 
-# Measured on this test's world (seed 2, GPUA-only 17.7 correct): transposed grid loses >= 3
-# points; CLIP statistics and a one-row roll lose only 1.1 (16.6): the toy VFM's features are
-# region-level (its target averages a 3x3 patch neighbourhood) and barely depend on the input's
-# affine normalisation, so those two faults stay strict xfails until a sharper VFM lands.
-_FAULT_TOO_SMALL = ('issue 10 open: GPUA-only 16.6 vs correct 17.7 on seed 2 (a 1.1-point loss; '
-                    'needs >= 3); docs/toyworld.md')
-
-
-@pytest.mark.parametrize('fault', [
-    'transposed_grid',
-    pytest.param('clip_statistics', marks=pytest.mark.xfail(strict=True, reason=_FAULT_TOO_SMALL)),
-    pytest.param('rolled_row', marks=pytest.mark.xfail(strict=True, reason=_FAULT_TOO_SMALL)),
-])
+@pytest.mark.parametrize('fault', ['transposed_grid', 'clip_statistics', 'rolled_row'])
 def test_vfm_fault_costs_gpua_miou(world, monkeypatch, fault):
     from gpua_mmseg.models.vfm import VFMEncoder
     good = _gpua(world, 0.0)
