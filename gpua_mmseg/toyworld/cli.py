@@ -38,7 +38,8 @@ def main(kind, argv=None):
                                               sys.argv[1:]),
                  hyper_parameters=hp, train_data_seed=T.TRAIN_DATA_SEED,
                  wall_seconds=round(time.time() - t0, 1), stats=stats,
-                 torch_version=T.torch.__version__, threads=1,
+                 torch_version=T.torch.__version__, threads=1, kernel_probe=T.kernel_probe(),
+                 cpu_capability=T.torch.backends.cpu.get_cpu_capability(),
                  dtype='float16' if kind == 'clip' else 'float32')
     T.update_manifest(manifest, kind, entry)
     print(f'wrote {args.out} (sha256 {sha[:12]}..., {entry["bytes"]} bytes); manifest {manifest}')

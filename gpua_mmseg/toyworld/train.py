@@ -1,8 +1,14 @@
 """Training the toy CLIP (image-caption contrastive) and the toy VFM (label-free, pixels only).
 
 Both run on CPU with one thread and fixed seeds, so a given (seed, steps, batch) reproduces the
-same weights bit for bit on the same torch build (checked by ``tests/toyworld`` on a short
-prefix against ``prefix_sha256`` in the manifest).  Scenes are generated on the fly from
+same weights bit for bit on the same torch build *and the same CPU kernels*: BLAS and ATen pick
+kernels by instruction set (AVX-512, AVX2, none), and those round differently.  The manifest
+records, for each file, :func:`kernel_probe` of the machine that trained it, the
+``prefix_sha256`` after a few steps and a ``prefix_fingerprint`` (:func:`state_fingerprint`).
+``tests/toyworld`` reruns the prefix: where the probe matches, the digest must match bit for
+bit; elsewhere the fingerprint must lie within :data:`PREFIX_TOLERANCE` (measured: other
+kernels move the 3-step CLIP state by <= 2.6e-7 of its norm, a 1 % change of the learning rate
+by 1.6e-5).  Scenes are generated on the fly from
 ``numpy.random.default_rng([data_seed, index, ...])``: step ``s`` uses scenes
 ``s * batch .. (s + 1) * batch - 1`` of the training world, which never overlaps the evaluation
 worlds (other ``data_seed``).
@@ -37,7 +43,8 @@ import torch.nn.functional as F
 from .models import TOY_VFM_NAME, clip_model_cfg, vfm_cfg_overlay, vfm_model_kwargs
 from .scenes import caption, class_presence, make_scene, render, sample_layout
 
-__all__ = ['state_dict_sha256', 'train_clip', 'train_vfm', 'CLIP_DEFAULTS', 'VFM_DEFAULTS',
+__all__ = ['state_dict_sha256', 'state_fingerprint', 'fingerprint_distance', 'kernel_probe',
+           'PREFIX_TOLERANCE', 'train_clip', 'train_vfm', 'CLIP_DEFAULTS', 'VFM_DEFAULTS',
            'TRAIN_DATA_SEED', 'save_weights', 'update_manifest', 'file_sha256']
 
 TRAIN_DATA_SEED = 1000  # training world; evaluation datasets use other seeds
@@ -62,6 +69,75 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
         h.update(str(tuple(v.shape)).encode())
         h.update(v.numpy().tobytes() if v.dtype != torch.bfloat16 else v.view(torch.int16).numpy().tobytes())
     return h.hexdigest()
+
+
+#: largest relative distance (:func:`fingerprint_distance`) between a rerun prefix and the
+#: manifest's when the CPU kernels differ: 8x the largest kernel effect measured on the 3-step
+#: CLIP prefix (AVX-512 vs AVX2 vs no vectorisation, MKL's CBWR modes: 1.4e-7 .. 2.6e-7), 8x
+#: below a 1 % learning-rate change (1.6e-5); other training data moves it by 1e-3.
+PREFIX_TOLERANCE = 2e-6
+FINGERPRINT_DIM = 32
+
+
+def state_fingerprint(model: torch.nn.Module, dim: int = FINGERPRINT_DIM) -> Dict:
+    """Float summary of a state dict that survives rounding differences: ``norm`` (the
+    float64 norm of all floating entries) and ``projections`` (``dim`` fixed Gaussian random
+    projections of them, key order, seed 0), so ``||P a - P b|| / sqrt(dim)`` estimates
+    ``||a - b||`` (Johnson-Lindenstrauss; within about 25 % for dim 32)."""
+    g = torch.Generator().manual_seed(0)
+    acc = torch.zeros(dim, dtype=torch.float64)
+    sq = 0.0
+    for _, v in model.state_dict().items():
+        if not v.is_floating_point():
+            continue
+        flat = v.detach().cpu().double().flatten()
+        sq += float(flat.square().sum())
+        for i in range(0, flat.numel(), 1 << 16):
+            chunk = flat[i:i + (1 << 16)]
+            acc += torch.randn(dim, chunk.numel(), generator=g, dtype=torch.float64) @ chunk
+    return dict(norm=math.sqrt(sq), projections=acc.tolist())
+
+
+def fingerprint_distance(a: Dict, b: Dict) -> float:
+    """Estimated ``||a - b|| / ||a||`` of two states from their :func:`state_fingerprint`."""
+    pa, pb = torch.tensor(a['projections']), torch.tensor(b['projections'])
+    if pa.shape != pb.shape:
+        raise ValueError(f'fingerprints of different sizes: {pa.numel()} vs {pb.numel()}')
+    return float((pa - pb).norm() / math.sqrt(pa.numel()) / a['norm'])
+
+
+def kernel_probe() -> str:
+    """Digest (16 hex digits) of a fixed one-thread fp32 forward/backward/AdamW step through the
+    kernels the toy training uses (linear layers at its widths, the patch convolution, layer
+    norm, GELU, softmax, scaled-dot-product attention).  Two machines with equal probes round
+    the training alike; a different instruction set (``ATEN_CPU_CAPABILITY``, BLAS) changes it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = torch.Generator().manual_seed(0)
+        rnd = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+        params = [rnd(128, 3, 8, 8).mul_(0.05), rnd(384, 128).mul_(0.05), rnd(128, 128).mul_(0.05),
+                  rnd(144, 48).mul_(0.1), rnd(512, 128).mul_(0.05)]
+        for p in params:
+            p.requires_grad_(True)
+        img = rnd(8, 3, 64, 64)
+        x = F.conv2d(img, params[0], stride=8).flatten(2).transpose(1, 2)   # [8, 64, 128]
+        x = F.layer_norm(x, (128,))
+        q, k, v = F.linear(x, params[1]).view(8, 64, 3, 4, 32).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(8, 64, 128)
+        h = F.gelu(F.linear(a, params[2]) + x)
+        t = F.linear(rnd(16, 24, 48), params[3])
+        logits = F.linear(h, params[4]).mean(1) @ F.linear(h.mean(1), params[4]).t()
+        loss = F.log_softmax(logits, 1).diagonal().mean() + t.softmax(-1).square().mean()
+        loss.backward()
+        opt = torch.optim.AdamW(params, lr=1e-3)
+        opt.step()
+        hsh = hashlib.sha256()
+        for out in [x, a, h, logits, loss.detach()] + params:
+            hsh.update(out.detach().contiguous().numpy().tobytes())
+        return hsh.hexdigest()[:16]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _setup(seed: int) -> None:
@@ -111,7 +187,7 @@ def train_clip(steps: int = CLIP_DEFAULTS['steps'], batch: int = CLIP_DEFAULTS['
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=rest, weight_decay=0.)],
                             lr=lr, betas=(0.9, 0.98), eps=1e-6)
     cap_rng = np.random.default_rng([seed, 7])
-    losses, t0, prefix = [], time.time(), None
+    losses, t0, prefix, fingerprint = [], time.time(), None, None
     model.train()
     for step in range(steps):
         imgs, caps, sets = [], [], []
@@ -139,6 +215,7 @@ def train_clip(steps: int = CLIP_DEFAULTS['steps'], batch: int = CLIP_DEFAULTS['
         losses.append(loss.item())
         if step + 1 == prefix_steps:
             prefix = state_dict_sha256(model)
+            fingerprint = state_fingerprint(model)
         if stop_after is not None and step + 1 >= stop_after:
             break
         if step % log_every == 0 or step == steps - 1:
@@ -147,7 +224,8 @@ def train_clip(steps: int = CLIP_DEFAULTS['steps'], batch: int = CLIP_DEFAULTS['
     model.eval()
     return model, dict(loss_first=losses[0], loss_last=float(np.mean(losses[-20:])),
                        seconds=round(time.time() - t0, 1), steps=len(losses),
-                       prefix_steps=prefix_steps, prefix_sha256=prefix)
+                       prefix_steps=prefix_steps, prefix_sha256=prefix,
+                       prefix_fingerprint=fingerprint)
 
 
 def _vfm_views(step: int, batch: int, size: int, canvas: int, patch: int, p_easy: float = 0.0,
@@ -364,7 +442,7 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=rest, weight_decay=0.)],
                             lr=lr, betas=(0.9, 0.98))
     ii, jj = torch.meshgrid(torch.arange(g), torch.arange(g), indexing='ij')
-    losses, t0, prefix = [], time.time(), None
+    losses, t0, prefix, fingerprint = [], time.time(), None, None
     model.train()
     for step in range(steps):
         p_easy = max(0.0, 1.0 - step / max(1.0, curriculum * steps))
@@ -403,6 +481,7 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
         losses.append(loss.item())
         if step + 1 == prefix_steps:
             prefix = state_dict_sha256(model)
+            fingerprint = state_fingerprint(model)
         if stop_after is not None and step + 1 >= stop_after:
             break
         if step % log_every == 0 or step == steps - 1:
@@ -410,7 +489,8 @@ def train_vfm(steps: int = VFM_DEFAULTS['steps'], batch: int = VFM_DEFAULTS['bat
     model.eval()
     return model, dict(loss_first=losses[0], loss_last=float(np.mean(losses[-20:])),
                        seconds=round(time.time() - t0, 1), steps=len(losses),
-                       prefix_steps=prefix_steps, prefix_sha256=prefix)
+                       prefix_steps=prefix_steps, prefix_sha256=prefix,
+                       prefix_fingerprint=fingerprint)
 
 
 def save_weights(model: torch.nn.Module, path: str, dtype: Optional[torch.dtype] = None) -> str:
