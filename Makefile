@@ -29,7 +29,7 @@ CONFIG ?= gpua_scclip
 OUT ?= outputs/demo
 demo: venv
 ifeq ($(WEIGHTS),toy)
-	$(PYBIN) tools/toyworld_demo.py --out $(OUT) --method $(if $(findstring gpua,$(CONFIG)),gpua_sclip,sclip)
+	$(PYBIN) tools/toyworld_demo.py --out $(OUT) --method $(if $(findstring gpua,$(CONFIG)),gpua_sclip,sclip) $(DEMO_ARGS)
 else
 	$(PYBIN) tools/demo.py $(if $(IMAGES),$(IMAGES),--samples) $(if $(CLASSES),--classes "$(CLASSES)") \
 		--config $(CONFIG) --out $(OUT) $(if $(findstring gpua,$(CONFIG)),--fit) \
