@@ -399,6 +399,47 @@ def _reestimate_prior(pool_v: Tensor, pool_P: Tensor, T: Tensor, prior: Tensor,
     return b
 
 
+def gpua_map(stream: FeatureStream, corr: Correspondence, pool_q: Tensor, pool_P: Tensor,
+             T: Tensor, cfg: GPUAConfig, seed: int, timings: Dict[str, float]):
+    """GPUA's stages 2-3 after :func:`estimate_correspondence`: weighted Procrustes over the
+    stream's plan, then the hubness-aware refinement on the pool.  The one home of GPUA's map
+    (:func:`fit_gpua` and SOTAlign's ``'gpua'`` candidate).
+
+    Returns ``(W [dv, dc] orthogonal, pseudo-label counts [K] float64, confidence sum, dv)``.
+    """
+    K, dc = T.shape
+    device = T.device
+    with torch.no_grad():
+        t1 = time.perf_counter()
+        # M = sum_p w_p v_p y_p^T with y_p = P_p T (or T_argmax) factorises as (V^T (w P)) T:
+        # accumulate the [dv, K] statistic G and apply T once -- K/dc times fewer FLOPs.
+        G = None
+        counts = torch.zeros(K, dtype=torch.float64, device=device)
+        conf_sum = 0.0
+        for _, (v, c) in stream:
+            v_hat = l2n(v.float())
+            P = corr.plan(l2n(c.float()), v_hat, normalised=True)
+            w, arg = P.max(1)
+            if cfg.confidence_floor > 0:
+                w = w * (w >= cfg.confidence_floor)
+            if cfg.targets == 'soft':
+                A = P.mul_(w[:, None])
+            else:
+                A = torch.zeros_like(P).scatter_(1, arg[:, None], w[:, None])
+            part = (v_hat.T @ A).double()                   # fp32 GEMM, fp64 accumulation
+            G = part if G is None else G + part
+            counts += torch.bincount(arg, minlength=K).double()
+            conf_sum += float(w.sum())
+        dv = G.shape[0]
+        W0 = polar(G @ T.double()).float()
+        timings['procrustes'] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    W = refine_hubness(W0, pool_q[:, dc:], pool_P.argmax(1), T, cfg, seed)
+    W = polar(W).float()            # exact polar factor: orthogonality to float32 precision
+    timings['refine'] = time.perf_counter() - t1
+    return W, counts, conf_sum, dv
+
+
 def fit_gpua(vfm_feats, clip_feats, prototypes: Tensor, config: Optional[GPUAConfig] = None,
              seed: int = 0, vocabulary: Optional[Sequence] = None,
              meta: Optional[Dict[str, Any]] = None, return_correspondence: bool = False):
@@ -444,35 +485,8 @@ def fit_gpua(vfm_feats, clip_feats, prototypes: Tensor, config: Optional[GPUACon
         checks: Dict[str, Any] = {}
         corr, pool_q, pool_P, prior, N = estimate_correspondence(stream, T, cfg, seed, timings,
                                                                  checks)
-        t1 = time.perf_counter()
-        # M = sum_p w_p v_p y_p^T with y_p = P_p T (or T_argmax) factorises as (V^T (w P)) T:
-        # accumulate the [dv, K] statistic G and apply T once -- K/dc times fewer FLOPs.
-        G = None
-        counts = torch.zeros(K, dtype=torch.float64, device=device)
-        conf_sum = 0.0
-        for _, (v, c) in stream:
-            v_hat = l2n(v.float())
-            P = corr.plan(l2n(c.float()), v_hat, normalised=True)
-            w, arg = P.max(1)
-            if cfg.confidence_floor > 0:
-                w = w * (w >= cfg.confidence_floor)
-            if cfg.targets == 'soft':
-                A = P.mul_(w[:, None])
-            else:
-                A = torch.zeros_like(P).scatter_(1, arg[:, None], w[:, None])
-            part = (v_hat.T @ A).double()                   # fp32 GEMM, fp64 accumulation
-            G = part if G is None else G + part
-            counts += torch.bincount(arg, minlength=K).double()
-            conf_sum += float(w.sum())
-        dv = G.shape[0]
-        W0 = polar(G @ T.double()).float()
-        timings['procrustes'] = time.perf_counter() - t1
-    t1 = time.perf_counter()
+    W, counts, conf_sum, dv = gpua_map(stream, corr, pool_q, pool_P, T, cfg, seed, timings)
     pool_v = pool_q[:, dc:]
-    y_pool = pool_P.argmax(1)
-    W = refine_hubness(W0, pool_v, y_pool, T, cfg, seed)
-    W = polar(W).float()            # exact polar factor: orthogonality to float32 precision
-    timings['refine'] = time.perf_counter() - t1
     with torch.no_grad():
         u = l2n(pool_v @ W)
         cos = u @ T.T

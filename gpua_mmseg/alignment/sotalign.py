@@ -21,7 +21,7 @@ from ._checks import (FeatureStream, as_labels, check_int, check_matrix, check_n
                       check_positive, check_prototypes, l2n)
 from .artifact import AlignmentMap, vocabulary_hash
 from .em import self_train_map
-from .gpua import GPUAConfig, _Reservoir, estimate_correspondence
+from .gpua import GPUAConfig, _Reservoir, estimate_correspondence, gpua_map
 from .linalg import orthogonality_error, polar, stiefel_step
 from .ot import klot, sinkhorn
 
@@ -110,13 +110,16 @@ class SOTAlignConfig:
         self.gpua_config().validate()
 
     def gpua_config(self) -> GPUAConfig:
-        """The :class:`GPUAConfig` of the CLIP-aware stage 1 (pool and chunks shared)."""
+        """The :class:`GPUAConfig` of the CLIP-aware path: stage 1's pool is SOTAlign's
+        (``pool_size`` rows), chunks and device shared, everything else GPUA's defaults (with
+        ``gpua`` overrides), so the ``'gpua'`` candidate is the map a plain GPUA fit gives --
+        refinement included."""
         known = set(GPUAConfig.__dataclass_fields__)
         unknown = sorted(set(self.gpua) - known)
         if unknown:
             raise ValueError(f'SOTAlignConfig.gpua has unknown GPUAConfig fields {unknown}')
         base = dict(sinkhorn_rows=self.pool_size, chunk_size=self.chunk_size,
-                    device=self.device, refine_steps=0)
+                    device=self.device)
         return GPUAConfig(**dict(base, **self.gpua))
 
 
@@ -416,8 +419,11 @@ def fit_sotalign(pair_vfm: Tensor, pair_labels, unpaired_vfm, prototypes: Tensor
 
     if use_clip:
         R0 = pool_P[:cfg.em_rows]
-        w0 = R0.max(1).values
-        W_gpua = polar((em.T @ (R0 * w0[:, None])).double() @ T.double()).float()
+        # the 'gpua' candidate is GPUA's own map (Procrustes over the whole stream + hubness
+        # refinement), so the safeguard never ends below what GPUA gives without labels
+        t2, gt = time.perf_counter(), {}
+        W_gpua = gpua_map(stream, corr, pool_q, pool_P, T, gcfg, seed, gt)[0]
+        timings['gpua_map'] = time.perf_counter() - t2
         b0 = prior if prior is not None else torch.full((K,), 1.0 / K, device=device)
 
         def semi_fn(A_, y_):
