@@ -80,6 +80,14 @@ def parse_args(argv=None):
                         'SCLIP batched (our baseline), SCLIP + GPUA (per vfm_window where the '
                         'segmentor has one), ProxyCLIP and ProxyCLIP + GPUA; img/s, time ratio '
                         'to the baseline, peak memory')
+    p.add_argument('--gpu-variants', action='store_true',
+                   help='--side-by-side with the rows of the GPU item of issue 13: the GPUA rows '
+                        'with overlap_encoders (VFM on a second CUDA stream), and SCLIP / '
+                        'SCLIP + GPUA with both encoders under torch.compile for each of '
+                        '--compile-modes, each compiled GPUA row against its compiled SCLIP')
+    p.add_argument('--compile-modes', nargs='*', default=['default', 'reduce-overhead'],
+                   help="torch.compile modes for --gpu-variants ('reduce-overhead' = CUDA "
+                        'graphs); none: no compiled rows')
     p.add_argument('--text', action='store_true',
                    help='instead: time building the text classifier (--class-names, '
                         '--text-templates) with open_clip\'s full-context encode_text vs our '
@@ -417,18 +425,35 @@ def _accepts(kwarg: str) -> bool:
     return kwarg in inspect.signature(GPUASegmentor.__init__).parameters
 
 
+def _compiled_encoder(encoder, mode: str):
+    """A shallow copy of ``encoder`` (weights shared) whose ``patch_features`` runs under
+    ``torch.compile(mode=mode)``, static shapes (one crop-batch shape, one image shape)."""
+    import copy
+    out = copy.copy(encoder)  # nn.Module: shares parameters and submodules, own attributes
+    out.patch_features = torch.compile(encoder.patch_features, mode=mode, dynamic=False)
+    return out
+
+
+BASELINE_ROW = 'SCLIP, batched'
+
+
 def side_by_side_rows(args, shared) -> List[tuple]:
-    """``(name, segmentor, crop_batch_size, reference row name or None)`` for the issue-13
-    table; the reference is the row whose scores this one must equal (same computation)."""
+    """``(name, segmentor, crop_batch_size, reference row name or None, baseline row name)``
+    for the issue-13 table; the reference is the row whose scores this one must equal (same
+    computation), the baseline the CLIP-only row its time is divided by."""
 
     base: CLIPEncoder = shared['base']
     bs = args.crop_batch_size
     auto = None if args.autocast == 'none' else args.autocast
 
-    def seg(mode, **kw):
+    def seg(mode, compile_mode=None, **kw):
         enc = CLIPEncoder(base.model, mode=mode, mode_cfg=TINY_MODE_CFG.get(mode) if args.tiny
                           else None, mean=base.mean.tolist(), std=base.std.tolist(),
                           info=base.info)
+        if compile_mode is not None:
+            enc = _compiled_encoder(enc, compile_mode)
+            if kw.get('vfm') is not None:
+                kw['vfm'] = _compiled_encoder(kw['vfm'], compile_mode)
         return GPUASegmentor(clip=enc, clip_mode=mode, class_names=args.class_names,
                              templates=_templates(args.templates), slide_crop=args.crop,
                              slide_stride=args.stride, crop_batch_size=bs,
@@ -437,22 +462,39 @@ def side_by_side_rows(args, shared) -> List[tuple]:
     vfm, path = _random_vfm_and_map(args, base, args.seed + 2)
     head = dict(type='GPUAHead', alignment_path=path, fusion_weight=0.9)
     sclip = seg('sclip')
-    rows = [('SCLIP, crop by crop (public reference style)', sclip, 1, 'SCLIP, batched'),
-            ('SCLIP, batched', sclip, bs, None)]
-    if _accepts('vfm_window'):
-        rows.append(("SCLIP + GPUA, vfm_window='crop'",
-                     seg('sclip', vfm=vfm, decode_head=head, vfm_window='crop'), bs, None))
-        rows.append(("SCLIP + GPUA, vfm_window='whole'",
-                     seg('sclip', vfm=vfm, decode_head=head, vfm_window='whole'), bs, None))
-    else:
+    rows = [('SCLIP, crop by crop (public reference style)', sclip, 1, BASELINE_ROW),
+            (BASELINE_ROW, sclip, bs, None)]
+    windows = ('crop', 'whole') if _accepts('vfm_window') else ()
+    for window in windows:
+        rows.append((f"SCLIP + GPUA, vfm_window='{window}'",
+                     seg('sclip', vfm=vfm, decode_head=head, vfm_window=window), bs, None))
+    if not windows:
         print('note: GPUASegmentor has no vfm_window yet: one GPUA row (VFM on the CLIP crops)')
         rows.append(('SCLIP + GPUA', seg('sclip', vfm=vfm, decode_head=head), bs, None))
+    if getattr(args, 'gpu_variants', False):
+        for window in windows:  # same operations in another order: the same scores
+            rows.append((f"SCLIP + GPUA, vfm_window='{window}', overlap_encoders",
+                         seg('sclip', vfm=vfm, decode_head=head, vfm_window=window,
+                             overlap_encoders=True), bs,
+                         f"SCLIP + GPUA, vfm_window='{window}'"))
+        for mode in args.compile_modes:
+            own = f'SCLIP, batched, compile {mode}'
+            rows.append((own, seg('sclip', compile_mode=mode), bs, BASELINE_ROW, own))
+            rows.append((f"SCLIP + GPUA, vfm_window='whole', compile {mode}",
+                         seg('sclip', compile_mode=mode, vfm=vfm, decode_head=head,
+                             vfm_window='whole'), bs, "SCLIP + GPUA, vfm_window='whole'", own))
+            if mode != 'reduce-overhead':  # CUDA graphs replay on their own stream
+                rows.append((f"SCLIP + GPUA, vfm_window='whole', compile {mode}, "
+                             'overlap_encoders',
+                             seg('sclip', compile_mode=mode, vfm=vfm, decode_head=head,
+                                 vfm_window='whole', overlap_encoders=True), bs,
+                             "SCLIP + GPUA, vfm_window='whole'", own))
     if 'proxyclip' in set(list_last_blocks()):
         rows.append(('ProxyCLIP', seg('proxyclip', vfm=vfm), bs, None))
         rows.append(('ProxyCLIP + GPUA', seg('proxyclip', vfm=vfm, decode_head=head), bs, None))
     else:
         print('note: no proxyclip last block registered: ProxyCLIP rows skipped')
-    return rows
+    return [r if len(r) == 5 else r + (BASELINE_ROW,) for r in rows]
 
 
 def side_by_side_main(args) -> List[Dict]:
@@ -461,32 +503,43 @@ def side_by_side_main(args) -> List[Dict]:
     device = torch.device(args.device)
     shared = build_shared(args)
     rows = side_by_side_rows(args, shared)
-    for _, seg, _, _ in rows:
+    for _, seg, _, _, _ in rows:
         seg.get_text_embeddings()  # one-off (and shared: one encoding for all rows)
     g = torch.Generator().manual_seed(args.seed + 1)
     images = (torch.rand((args.n_images, 3) + tuple(args.size), generator=g) * 255).to(device)
     h, w = images.shape[-2:]
-    stats = {name: dict(seconds=0.0, mem=0.0, scores=[]) for name, _, _, _ in rows}
+    stats = {name: dict(seconds=0.0, mem=0.0, scores=[], error=None)
+             for name, _, _, _, _ in rows}
     with torch.no_grad():
         for i in range(args.warmup + args.n_images):
             img = images[i % len(images)][None]
-            for name, seg, cbs, _ in rows:
+            for name, seg, cbs, _, _ in rows:
+                st = stats[name]
+                if st['error'] is not None:
+                    continue
                 seg.crop_batch_size = cbs
                 sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+                if 'reduce-overhead' in name:  # a new CUDA-graph iteration per image
+                    torch.compiler.cudagraph_mark_step_begin()
                 _sync(device)
-                with _PeakMemory(device) as mem:
-                    t = time.perf_counter()
-                    out = seg.predict(img, [sample])[0].seg_logits.data
-                    _sync(device)
-                    dt = time.perf_counter() - t
+                try:
+                    with _PeakMemory(device) as mem:
+                        t = time.perf_counter()
+                        out = seg.predict(img, [sample])[0].seg_logits.data
+                        _sync(device)
+                        dt = time.perf_counter() - t
+                except Exception as exc:  # a compile mode that fails here is a result too
+                    if 'compile' not in name:
+                        raise
+                    st['error'] = f'{type(exc).__name__}: {str(exc).splitlines()[0][:120]}'
+                    print(f'row {name!r} failed: {st["error"]}', flush=True)
+                    continue
                 if i >= args.warmup:
-                    st = stats[name]
                     st['seconds'] += dt
                     st['mem'] = max(st['mem'], mem.mb)
                     st['scores'].append(out.float().cpu())
     from gpua_mmseg.models.sliding import crop_boxes
     n_crops = len(crop_boxes(args.size[0], args.size[1], args.crop, args.stride))
-    base_s = stats['SCLIP, batched']['seconds']
     dev_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
         f'CPU ({torch.get_num_threads()} threads)'
     mem_col = 'peak CUDA memory allocated (MB)' if device.type == 'cuda' else \
@@ -499,18 +552,26 @@ def side_by_side_main(args) -> List[Dict]:
           f'{args.n_images} images (+{args.warmup} warm-up), rows timed image by image in turn, '
           f'{len(_templates(args.templates))} template(s), text classifier cached')
     print()
-    print(f'| row | img/s | s/img | time / SCLIP batched | {mem_col} | max abs diff of scores |')
+    print(f'| row | img/s | s/img | time / its CLIP baseline | {mem_col} | '
+          'max abs diff of scores |')
     print('|---|---|---|---|---|---|')
     result = []
-    for name, _, _, ref in rows:
+    n = args.n_images
+    for name, _, _, ref, baseline in rows:
         st = stats[name]
-        diff = '' if ref is None else '{:.1e} vs {}'.format(max(
-            float((a - b).abs().max()) for a, b in zip(st['scores'], stats[ref]['scores'])), ref)
-        n = args.n_images
-        print(f"| {name} | {n / st['seconds']:.3f} | {st['seconds'] / n:.3f} | "
-              f"{st['seconds'] / base_s:.2f}x | {st['mem']:.0f} | {diff} |")
+        if st['error'] is not None:
+            print(f"| {name} | failed | | | | {st['error']} |")
+            result.append(dict(row=name, error=st['error']))
+            continue
+        diff = '' if ref is None or stats[ref]['error'] is not None else '{:.1e} vs {}'.format(
+            max(float((a - b).abs().max()) for a, b in zip(st['scores'], stats[ref]['scores'])),
+            ref)
+        base_s = stats[baseline]['seconds'] if stats[baseline]['error'] is None else float('nan')
+        vs = '' if baseline == BASELINE_ROW else f' (vs {baseline})'
+        print(f"| {name} | {n / st['seconds']:.3f} | {st['seconds'] / n:.4f} | "
+              f"{st['seconds'] / base_s:.2f}x{vs} | {st['mem']:.0f} | {diff} |")
         result.append(dict(row=name, img_s=n / st['seconds'], ratio=st['seconds'] / base_s,
-                           peak_mb=st['mem'], diff=diff))
+                           baseline=baseline, peak_mb=st['mem'], diff=diff))
     return result
 
 

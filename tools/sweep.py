@@ -112,7 +112,8 @@ def sweep(cfg, model, loader, lambdas, thds, max_images=None):
                 head.fusion_weight = 0.0
             try:
                 # inference's own sliding window and VFM window (VFMWindowTokens): one code path
-                both = model.slide_crops(images, parts)
+                # (lazy tokens: with overlap_encoders on CUDA the VFM runs beside CLIP)
+                both = model.slide_crops(images, parts, lazy_tokens=True)
             finally:
                 if head is not None:
                     head.fusion_weight = lam_cfg

@@ -25,6 +25,7 @@ from .pamr import pamr
 from .postprocess import (fits_full_resolution, predict_labels, query_to_class_scores,
                           tiled_scores_and_labels)
 from .sliding import _pair, slide_logits
+from .streams import SideStream, check_overlap
 from .vfm import DEFAULT_VFM_MAX_TOKENS, VFMWindowTokens, check_vfm_window
 
 _AUTOCAST = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -156,6 +157,11 @@ class GPUASegmentor(BaseSegmentor):
         vfm_max_tokens: memory cap of ``'whole'``: an image whose VFM patch grid has more
             tokens (default 4096 = 64 x 64 patches, 1024 x 1024 pixels at patch 16) is encoded
             in windows of at most that many tokens with 1/4 overlap instead.
+        overlap_encoders: on a CUDA device, run the VFM's forward on a second CUDA stream
+            beside CLIP's (they are independent except in ProxyCLIP, which keeps them in
+            turn); the same operations, so the same scores.  No effect off CUDA.  Default
+            False until ``tools/benchmark.py --side-by-side --gpu-variants`` shows it wins on
+            a GPU (docs/bench_segmentor_h100.md).
     """
 
     def __init__(self, clip: dict, clip_mode: str = 'sclip', clip_mode_cfg: Optional[dict] = None,
@@ -167,8 +173,8 @@ class GPUASegmentor(BaseSegmentor):
                  autocast_dtype: Optional[str] = None, vfm: Optional[dict] = None,
                  decode_head: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  tta: Optional[dict] = None, vfm_window=None,
-                 vfm_max_tokens: int = DEFAULT_VFM_MAX_TOKENS, data_preprocessor=None,
-                 init_cfg=None):
+                 vfm_max_tokens: int = DEFAULT_VFM_MAX_TOKENS, overlap_encoders: bool = False,
+                 data_preprocessor=None, init_cfg=None):
         if data_preprocessor is None:
             data_preprocessor = dict(DEFAULT_PREPROCESSOR)
         if isinstance(data_preprocessor, dict):
@@ -217,6 +223,8 @@ class GPUASegmentor(BaseSegmentor):
             raise ValueError(f'vfm_max_tokens must be an int >= 1 (VFM patches per forward, '
                              f'e.g. 4096), got {vfm_max_tokens!r}')
         self.vfm_max_tokens = vfm_max_tokens
+        self.overlap_encoders = check_overlap(overlap_encoders)
+        self._side_streams = {}
         if self.clip_encoder.needs_vfm:
             self._check_vfm_window()
         self.set_vocabulary(class_names, bg_idx)
@@ -320,17 +328,29 @@ class GPUASegmentor(BaseSegmentor):
         return bool(self.clip_encoder.needs_vfm
                     or (head is not None and getattr(head, 'needs_vfm', True)))
 
-    def vfm_window_tokens(self, images01: List[Tensor], vfm_encoder=None) -> VFMWindowTokens:
+    def vfm_window_tokens(self, images01: List[Tensor], vfm_encoder=None,
+                          side: Optional[SideStream] = None) -> VFMWindowTokens:
         """The VFM tokens of these images' crops under :attr:`vfm_window` (with ``'whole'`` or
         a dict window, the VFM runs here, once per image / window); see
         :class:`~gpua_mmseg.models.vfm.VFMWindowTokens`.  ``vfm_encoder`` defaults to the
-        attached one (the fit passes its own)."""
+        attached one (the fit passes its own); ``side``: see
+        :class:`~gpua_mmseg.models.vfm.VFMWindowTokens`."""
         self._check_vfm_window()
         vfm = self.vfm_encoder if vfm_encoder is None else vfm_encoder
         if vfm is None:
             raise ValueError('no VFM encoder: attach one (attach_gpua) or pass vfm_encoder')
         return VFMWindowTokens(vfm, images01, self.vfm_window, self.clip_encoder.patch_size,
-                               self.vfm_max_tokens, self.crop_batch_size)
+                               self.vfm_max_tokens, self.crop_batch_size, side=side)
+
+    def side_stream(self, device) -> SideStream:
+        """The stream the VFM runs on beside CLIP (:attr:`overlap_encoders`); inert off CUDA,
+        when overlap is off, or when CLIP reads the VFM tokens (ProxyCLIP)."""
+        device = torch.device(device)
+        enabled = self.overlap_encoders and not self.clip_encoder.needs_vfm
+        key = (str(device), enabled)
+        if key not in self._side_streams:
+            self._side_streams[key] = SideStream(device, enabled)
+        return self._side_streams[key]
 
     def _set_vfm(self, vfm_encoder) -> None:
         from .vfm import build_vfm_encoder
@@ -423,8 +443,10 @@ class GPUASegmentor(BaseSegmentor):
         (CLIP-only, or λ = 1).  :meth:`crop_logits` mixes them; ``tools/sweep.py`` keeps both.
 
         ``vfm_tokens``: ``[n, hv, wv, dv]`` VFM tokens of these crops
-        (:meth:`VFMWindowTokens.tokens`); ``None``: the VFM encodes the crops here, which is
-        only right for ``vfm_window='crop'`` (use :meth:`slide_crops` for the others).
+        (:meth:`VFMWindowTokens.tokens`), or a zero-argument callable returning them (called
+        after CLIP's forward is enqueued, so a VFM running on :meth:`side_stream` overlaps it);
+        ``None``: the VFM encodes the crops here, which is only right for
+        ``vfm_window='crop'`` (use :meth:`slide_crops` for the others).
         """
         clip = self.clip_encoder
         # λ = 1: the GPUA term has weight 0 and the head needs no VFM tokens
@@ -438,10 +460,21 @@ class GPUASegmentor(BaseSegmentor):
                                  "the crops' positions in the image; go through "
                                  'GPUASegmentor.slide_crops(images, fn) (fn gets the tokens)')
             # one VFM forward serves both ProxyCLIP's attention and the GPUA logits
-            vfm_tokens = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(crops01))
+            side = self.side_stream(crops01.device)
+            with side.launch():
+                tokens = self.vfm_encoder.patch_features(self.vfm_encoder.normalize(crops01))
+
+            def vfm_tokens():
+                side.join(tokens)
+                return tokens
         x = clip.normalize(crops01)
-        feats = (clip.patch_features(x, vfm_tokens=vfm_tokens) if clip.needs_vfm
-                 else clip.patch_features(x))
+        if clip.needs_vfm:
+            vfm_tokens = vfm_tokens() if callable(vfm_tokens) else vfm_tokens
+            feats = clip.patch_features(x, vfm_tokens=vfm_tokens)
+        else:
+            feats = clip.patch_features(x)
+            # only now: CLIP is enqueued, and a side-stream VFM runs beside it
+            vfm_tokens = vfm_tokens() if callable(vfm_tokens) else vfm_tokens
         return self.logit_parts_from_features(feats, vfm_tokens)
 
     def logit_parts_from_features(self, feats: Tensor, vfm_tokens: Optional[Tensor]):
@@ -513,15 +546,18 @@ class GPUASegmentor(BaseSegmentor):
         return out
 
     def _slide(self, images: List[Tensor]) -> List[Tensor]:
-        return self.slide_crops(images, self.crop_logits)
+        return self.slide_crops(images, self.crop_logits, lazy_tokens=True)
 
-    def slide_crops(self, images: List[Tensor], fn) -> List[Tensor]:
+    def slide_crops(self, images: List[Tensor], fn, lazy_tokens: bool = False) -> List[Tensor]:
         """Stitch ``fn(crops01 [n, 3, h, w], vfm_tokens | None) -> [n, C, h', w']`` over the
         sliding window of each image ``[3, H_i, W_i]`` (0..1) -> ``[C, H_i, W_i]`` each.
 
         ``vfm_tokens`` are the crops' VFM tokens under :attr:`vfm_window` when the model runs
         the VFM and the window is not ``'crop'`` (encoded once per image here), else ``None``
-        (``fn`` may then call :meth:`crop_logit_parts` without them).
+        (``fn`` may then call :meth:`crop_logit_parts` without them).  ``lazy_tokens``: ``fn``
+        gets a zero-argument callable returning those tokens instead, to call once its CLIP
+        forward is enqueued (:meth:`crop_logit_parts` accepts either); with
+        :attr:`overlap_encoders` on CUDA the images' VFM forward then runs beside CLIP.
         """
         kw = dict(crop=self.slide_crop, stride=self.slide_stride,
                   crop_batch_size=self.crop_batch_size,
@@ -529,7 +565,12 @@ class GPUASegmentor(BaseSegmentor):
         with self._autocast(images[0].device):
             if self.vfm_window == 'crop' or not self.vfm_needed():
                 return slide_logits(images, lambda crops: fn(crops, None), **kw)
-            source = self.vfm_window_tokens(images)
+            side = self.side_stream(images[0].device) if lazy_tokens else None
+            source = self.vfm_window_tokens(images, side=side)
+            if lazy_tokens:
+                return slide_logits(
+                    images, lambda crops, chunk: fn(crops, lambda: source.tokens(crops, chunk)),
+                    with_crops=True, **kw)
             return slide_logits(images, lambda crops, chunk: fn(crops, source.tokens(crops, chunk)),
                                 with_crops=True, **kw)
 

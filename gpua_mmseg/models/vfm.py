@@ -370,19 +370,27 @@ class VFMWindowTokens:
         clip_patch: the CLIP patch size in pixels (crops are multiples of it).
         max_tokens: the ``'whole'`` memory cap.
         batch_size: VFM windows per forward.
+        side: a :class:`~gpua_mmseg.models.streams.SideStream`: the ``'whole'`` / dict
+            encoding is enqueued on it here and the current stream waits for it at the first
+            :meth:`tokens` call, so CLIP work enqueued in between runs beside it (no effect
+            off CUDA, none for ``'crop'``).
 
     Attributes:
         forwards: number of VFM forward calls made so far (``patch_features`` calls).
     """
 
     def __init__(self, vfm_encoder, images01, window, clip_patch: int,
-                 max_tokens: int = DEFAULT_VFM_MAX_TOKENS, batch_size: int = 32):
+                 max_tokens: int = DEFAULT_VFM_MAX_TOKENS, batch_size: int = 32, side=None):
         from .sliding import iter_crop_batches
+        from .streams import SideStream
         self.vfm = vfm_encoder
         self.window = check_vfm_window(window)
         self.clip_patch = int(clip_patch)
         self.forwards = 0
         self.fields = None
+        # joined at the first tokens() call; inert when there is nothing to overlap
+        self._side = side if side is not None else SideStream('cpu', False)
+        self._joined = False
         if self.window == 'crop':
             return
         images01 = list(images01)
@@ -396,12 +404,13 @@ class VFMWindowTokens:
                 owners.append((i, box))
                 crops.append(img[:, y1:y2, x1:x2])
         # iter_crop_batches groups equal shapes (size_divisor 1: no padding)
-        for batch, chunk in iter_crop_batches(crops, 0, None, batch_size, 1):
-            feats = vfm_encoder.patch_features(vfm_encoder.normalize(batch))
-            self.forwards += 1
-            for j, c in enumerate(chunk):
-                i, box = owners[c.image]
-                self.fields[i].append((box, feats[j].permute(2, 0, 1)))
+        with self._side.launch():
+            for batch, chunk in iter_crop_batches(crops, 0, None, batch_size, 1):
+                feats = vfm_encoder.patch_features(vfm_encoder.normalize(batch))
+                self.forwards += 1
+                for j, c in enumerate(chunk):
+                    i, box = owners[c.image]
+                    self.fields[i].append((box, feats[j].permute(2, 0, 1)))
 
     def tokens(self, crops01, crops) -> torch.Tensor:
         """VFM tokens of one crop batch.
@@ -417,6 +426,9 @@ class VFMWindowTokens:
         if self.fields is None:
             self.forwards += 1
             return self.vfm.patch_features(self.vfm.normalize(crops01))
+        if not self._joined:
+            self._side.join(*(t for f in self.fields for _, t in f))
+            self._joined = True
         p = self.clip_patch
         ph, pw = crops01.shape[-2:]
         h, w = ph // p, pw // p
