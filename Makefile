@@ -5,7 +5,7 @@ PYBIN := $(VENV)/bin/python
 STAMP := $(VENV)/.gpua_mmseg_installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo demo-align bench-align bench clean-venv
+.PHONY: venv test demo demo-align bench-align bench clean-venv device-wheels
 
 # Pinned, known-good stack (requirements/stack.txt); the plugin itself installs editable with
 # --no-deps so it never replaces an existing torch / mmcv.
@@ -35,6 +35,17 @@ else
 		--config $(CONFIG) --out $(OUT) $(if $(findstring gpua,$(CONFIG)),--fit) \
 		$(if $(WEIGHTS),--weights $(WEIGHTS)) $(DEMO_ARGS)
 endif
+
+# The wheels tools/device/gpu_check.sh installs on the GPU box (its image lacks OpenMMLab and
+# open_clip; Python 3.12, x86-64 there).  All pure Python but wcwidth (abi3, x86-64).
+DEVICE_WHEELS = mmengine==0.10.7 mmsegmentation==1.2.2 open_clip_torch==3.3.0 timm==1.0.31 \
+	ftfy wcwidth addict yapf termcolor prettytable platformdirs
+device-wheels: venv
+	rm -rf .whl && mkdir -p .whl
+	$(PYBIN) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(DEVICE_WHEELS)
+	$(PYBIN) -m pip wheel -q --no-deps mmcv-lite==2.1.0 -w .whl
 
 demo-align: venv
 	$(PYBIN) tools/demo_alignment.py --out outputs/demo_alignment
