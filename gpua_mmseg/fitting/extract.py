@@ -104,15 +104,20 @@ def extract_image_features(segmentor, vfm_encoder, image01: Tensor,
     crops = []
     with segmentor._autocast(image01.device):
         # the segmentor's vfm_window, as at inference (models/vfm.py VFMWindowTokens)
-        vfm_tokens = segmentor.vfm_window_tokens([image01], vfm_encoder)
+        # (with overlap_encoders on CUDA a 'whole' / dict window's VFM runs beside CLIP)
+        vfm_tokens = segmentor.vfm_window_tokens([image01], vfm_encoder,
+                                                 side=segmentor.side_stream(image01.device))
         for batch, chunk in iter_crop_batches([image01], segmentor.slide_crop,
                                               segmentor.slide_stride,
                                               segmentor.crop_batch_size, size_divisor=p):
-            v_feat = vfm_tokens.tokens(batch, chunk)
-            # ProxyCLIP's last block reads the same VFM tokens: one VFM forward for both
             c_in = clip.normalize(batch)
-            c_feat = (clip.patch_features(c_in, vfm_tokens=v_feat)        # [n, h, w, dc]
-                      if getattr(clip, 'needs_vfm', False) else clip.patch_features(c_in))
+            if getattr(clip, 'needs_vfm', False):
+                # ProxyCLIP's last block reads the same VFM tokens: one VFM forward for both
+                v_feat = vfm_tokens.tokens(batch, chunk)
+                c_feat = clip.patch_features(c_in, vfm_tokens=v_feat)     # [n, h, w, dc]
+            else:
+                c_feat = clip.patch_features(c_in)
+                v_feat = vfm_tokens.tokens(batch, chunk)  # after CLIP is enqueued
             h, w = c_feat.shape[1:3]
             if keep_crops:
                 crops.append((c_feat, v_feat))
