@@ -51,3 +51,17 @@ def _fresh_text_cache():
     from gpua_mmseg.models import text_classifier
     text_classifier._CACHE.clear()
     yield
+
+
+@pytest.fixture(scope='module')
+def tiny_sclip():
+    """A random tiny open_clip CLIP under SCLIP's last block (``_helpers.tiny_clip_encoder``)."""
+    from _helpers import tiny_clip_encoder
+    return tiny_clip_encoder('sclip')
+
+
+@pytest.fixture(scope='module')
+def tiny_dino():
+    """A random tiny timm DINOv3 ViT, patch 16 (``_helpers.tiny_dinov3_encoder``)."""
+    from _helpers import tiny_dinov3_encoder
+    return tiny_dinov3_encoder()

@@ -15,47 +15,18 @@ import contextlib
 
 import pytest
 import torch
-import torch.nn as nn
 
 import gpua_mmseg.models  # noqa: F401  (mmcv-lite placeholder before mmseg)
-from gpua_mmseg.alignment import AlignmentMap
-from gpua_mmseg.models.clip import build_clip_encoder, tiny_clip_model_cfg
+from _helpers import TINY_VOCAB as VOCAB
+from _helpers import random_alignment, tiny_clip_encoder
 from gpua_mmseg.models.segmentor import GPUASegmentor
 from gpua_mmseg.models.streams import SideStream
-from gpua_mmseg.models.vfm import build_vfm_encoder
 from mmseg.structures import SegDataSample
 
-VOCAB = ['cat', 'dog', 'car', 'tree']
-CLIP_CFG = tiny_clip_model_cfg(width=32, layers=2, heads=2, embed_dim=16, text_width=32,
-                               text_layers=1, text_heads=2, context_length=16)
-VFM_KW = dict(embed_dim=24, depth=2, num_heads=2, img_size=64)
-
 
 @pytest.fixture(scope='module')
-def clip():
-    torch.manual_seed(0)
-    return build_clip_encoder(dict(name='tiny', pretrained=None, model_cfg=CLIP_CFG),
-                              mode='sclip').eval()
-
-
-@pytest.fixture(scope='module')
-def dino():
-    torch.manual_seed(1)
-    return build_vfm_encoder(dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=False,
-                                  model_kwargs=VFM_KW)).eval()
-
-
-@pytest.fixture(scope='module')
-def alignment(clip, dino, tmp_path_factory):
-    from gpua_mmseg.models.identity import artifact_identity
-    g = torch.Generator().manual_seed(0)
-    w = torch.linalg.qr(torch.randn(dino.embed_dim, clip.embed_dim, generator=g,
-                                    dtype=torch.float64))[0].float()
-    ident = artifact_identity(clip, dino, 'sclip', 'query', VOCAB)
-    path = str(tmp_path_factory.mktemp('overlap') / 'a.safetensors')
-    AlignmentMap(w, dict(identity=ident, vfm=dino.name, vlm='tiny', vocabulary=VOCAB,
-                         vocab_hash=ident['vocab_hash'])).save(path)
-    return path
+def alignment(tiny_sclip, tiny_dino, tmp_path_factory):
+    return random_alignment(tmp_path_factory.mktemp('overlap') / 'a.safetensors', tiny_sclip, tiny_dino)
 
 
 def segmentor(clip, dino, alignment, **kw):
@@ -77,10 +48,10 @@ def image(seed=3, h=96, w=128):
 
 
 @pytest.mark.parametrize('window', ['crop', 'whole'])
-def test_overlap_gives_the_same_scores(clip, dino, alignment, window):
+def test_overlap_gives_the_same_scores(tiny_sclip, tiny_dino, alignment, window):
     img = image()
-    off = scores(segmentor(clip, dino, alignment, vfm_window=window), img)
-    on = scores(segmentor(clip, dino, alignment, vfm_window=window, overlap_encoders=True), img)
+    off = scores(segmentor(tiny_sclip, tiny_dino, alignment, vfm_window=window), img)
+    on = scores(segmentor(tiny_sclip, tiny_dino, alignment, vfm_window=window, overlap_encoders=True), img)
     assert torch.equal(off, on)
 
 
@@ -120,46 +91,44 @@ def record_order(seg, img, monkeypatch):
     return log
 
 
-def test_clip_is_enqueued_before_the_vfm_tokens_are_awaited_crop(clip, dino, alignment,
+def test_clip_is_enqueued_before_the_vfm_tokens_are_awaited_crop(tiny_sclip, tiny_dino, alignment,
                                                                  monkeypatch):
     # 96 x 128 at crop 64 / stride 32: 2 x 3 = 6 crops, batches of 4 and 2
-    seg = segmentor(clip, dino, alignment, vfm_window='crop', overlap_encoders=True)
+    seg = segmentor(tiny_sclip, tiny_dino, alignment, vfm_window='crop', overlap_encoders=True)
     log = record_order(seg, image(), monkeypatch)
     assert log == ['launch', 'vfm', 'end', 'clip', 'join', 'head'] * 2
 
 
-def test_clip_is_enqueued_before_the_vfm_tokens_are_awaited_whole(clip, dino, alignment,
+def test_clip_is_enqueued_before_the_vfm_tokens_are_awaited_whole(tiny_sclip, tiny_dino, alignment,
                                                                   monkeypatch):
-    seg = segmentor(clip, dino, alignment, vfm_window='whole', overlap_encoders=True)
+    seg = segmentor(tiny_sclip, tiny_dino, alignment, vfm_window='whole', overlap_encoders=True)
     log = record_order(seg, image(), monkeypatch)
     # one VFM forward per image on the side stream, then CLIP's first batch beside it
     assert log == ['launch', 'vfm', 'end', 'clip', 'join', 'head', 'clip', 'head']
 
 
-def test_side_stream_is_inert_off_cuda_when_off_and_for_proxyclip(clip, dino, alignment):
-    assert not segmentor(clip, dino, alignment, overlap_encoders=True).side_stream('cpu').active
-    assert not segmentor(clip, dino, alignment).side_stream('cuda').active  # option off
-    torch.manual_seed(0)
-    proxy = build_clip_encoder(dict(name='tiny', pretrained=None, model_cfg=CLIP_CFG),
-                               mode='proxyclip').eval()
+def test_side_stream_is_inert_off_cuda_when_off_and_for_proxyclip(tiny_sclip, tiny_dino, alignment):
+    assert not segmentor(tiny_sclip, tiny_dino, alignment, overlap_encoders=True).side_stream('cpu').active
+    assert not segmentor(tiny_sclip, tiny_dino, alignment).side_stream('cuda').active  # option off
+    proxy = tiny_clip_encoder('proxyclip')
     seg = GPUASegmentor(clip=proxy, clip_mode='proxyclip', class_names=VOCAB, templates=['{}'],
-                        vfm=dino, slide_crop=64, slide_stride=32, overlap_encoders=True)
+                        vfm=tiny_dino, slide_crop=64, slide_stride=32, overlap_encoders=True)
     assert not seg.side_stream('cuda').active  # CLIP's attention needs the tokens first
     assert not SideStream('cpu', True).active
 
 
 @pytest.mark.parametrize('bad', ['yes', 1, None])
-def test_bad_overlap_value(clip, dino, alignment, bad):
+def test_bad_overlap_value(tiny_sclip, tiny_dino, alignment, bad):
     with pytest.raises(ValueError, match=r'overlap_encoders must be True or False, got'):
-        segmentor(clip, dino, alignment, overlap_encoders=bad)
+        segmentor(tiny_sclip, tiny_dino, alignment, overlap_encoders=bad)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('window', ['crop', 'whole'])
-def test_cuda_vfm_runs_on_the_side_stream(clip, dino, alignment, window, monkeypatch):
+def test_cuda_vfm_runs_on_the_side_stream(tiny_sclip, tiny_dino, alignment, window, monkeypatch):
     img = image().cuda()
-    off = segmentor(clip, dino, alignment, vfm_window=window).cuda()
-    on = segmentor(clip, dino, alignment, vfm_window=window, overlap_encoders=True).cuda()
+    off = segmentor(tiny_sclip, tiny_dino, alignment, vfm_window=window).cuda()
+    on = segmentor(tiny_sclip, tiny_dino, alignment, vfm_window=window, overlap_encoders=True).cuda()
     try:
         want = scores(off, img)
         streams = {'vfm': set(), 'clip': set()}

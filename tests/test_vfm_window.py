@@ -14,45 +14,33 @@ import torch
 import torch.nn as nn
 
 import gpua_mmseg.models  # noqa: F401  (mmcv-lite placeholder before mmseg)
-from gpua_mmseg.alignment import AlignmentMap
+from _helpers import (TINY_VFM_KW, TINY_VOCAB, random_alignment, tiny_clip_encoder,
+                      tiny_clip_model_cfg_default, tiny_dinov3_encoder)
 from gpua_mmseg.fitting.extract import extract_image_features
 from gpua_mmseg.models import vfm as vfm_module
 from gpua_mmseg.models.backbone import query_logits
-from gpua_mmseg.models.clip import build_clip_encoder, tiny_clip_model_cfg
 from gpua_mmseg.models.segmentor import GPUASegmentor
 from gpua_mmseg.models.sliding import crop_boxes, iter_crop_batches, slide_logits
-from gpua_mmseg.models.vfm import VFMEncoder, build_vfm_encoder, check_vfm_window
+from gpua_mmseg.models.vfm import VFMEncoder, check_vfm_window
 from mmseg.structures import SegDataSample
 
-VOCAB = ['cat', 'dog', 'car', 'tree']
-CLIP_CFG = tiny_clip_model_cfg(width=32, layers=2, heads=2, embed_dim=16, text_width=32,
-                               text_layers=1, text_heads=2, context_length=16)
-VFM_KW = dict(embed_dim=24, depth=2, num_heads=2, img_size=64)
+VOCAB = TINY_VOCAB
+CLIP_CFG = tiny_clip_model_cfg_default()
+VFM_KW = TINY_VFM_KW
 
 
 @pytest.fixture(scope='module')
 def clip():
-    torch.manual_seed(0)
-    return build_clip_encoder(dict(name='tiny', pretrained=None, model_cfg=CLIP_CFG),
-                              mode='sclip').eval()
+    return tiny_clip_encoder('sclip')
 
 
 @pytest.fixture(scope='module')
 def dino():
-    torch.manual_seed(1)
-    return build_vfm_encoder(dict(name='vit_base_patch16_dinov3.lvd1689m', pretrained=False,
-                                  model_kwargs=VFM_KW)).eval()
+    return tiny_dinov3_encoder()
 
 
 def artifact(path, clip, vfm):
-    from gpua_mmseg.models.identity import artifact_identity
-    g = torch.Generator().manual_seed(0)
-    w = torch.linalg.qr(torch.randn(vfm.embed_dim, clip.embed_dim, generator=g,
-                                    dtype=torch.float64))[0].float()
-    ident = artifact_identity(clip, vfm, 'sclip', 'query', VOCAB)
-    AlignmentMap(w, dict(identity=ident, vfm=vfm.name, vlm='tiny', vocabulary=VOCAB,
-                         vocab_hash=ident['vocab_hash'])).save(str(path))
-    return str(path)
+    return random_alignment(path, clip, vfm, VOCAB)
 
 
 def gpua_segmentor(clip, vfm, head, **kw):
@@ -291,9 +279,7 @@ def test_bad_vfm_window_values(clip):
 
 
 def test_proxyclip_keeps_crop_tokens(dino):
-    torch.manual_seed(0)
-    proxy = build_clip_encoder(dict(name='tiny', pretrained=None, model_cfg=CLIP_CFG),
-                               mode='proxyclip').eval()
+    proxy = tiny_clip_encoder('proxyclip')
     kw = dict(clip=proxy, clip_mode='proxyclip', class_names=VOCAB, templates=['{}'],
               vfm=dino, slide_crop=64, slide_stride=32)
     assert GPUASegmentor(**kw).vfm_window == 'crop'
